@@ -34,19 +34,7 @@ int sa_buf_reserve(sa_buf *b, size_t extra)
     return 0;
 }
 
-int sa_buf_put(sa_buf *b, const void *p, size_t n)
-{
-    if (n == 0)
-        return 0;
-    int rc = sa_buf_reserve(b, n);
-    if (rc != 0)
-        return rc;
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 0;
-}
 
-int sa_buf_put_u8(sa_buf *b, uint8_t v) { return sa_buf_put(b, &v, 1); }
 
 int sa_buf_put_u16be(sa_buf *b, uint16_t v)
 {
@@ -67,17 +55,6 @@ int sa_buf_put_u64be(sa_buf *b, uint64_t v)
     return sa_buf_put(b, t, 8);
 }
 
-int sa_buf_put_varint(sa_buf *b, uint64_t v)
-{
-    uint8_t t[10];
-    size_t n = 0;
-    do {
-        uint8_t c = v & 0x7f;
-        v >>= 7;
-        t[n++] = c | (v ? 0x80 : 0);
-    } while (v);
-    return sa_buf_put(b, t, n);
-}
 
 int sa_buf_put_bytes(sa_buf *b, const void *p, size_t n)
 {

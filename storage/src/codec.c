@@ -67,6 +67,7 @@
  * len is authoritative, as values may contain 0x00).  sa_op_free is sa_free.
  */
 #include "sa/sa_op.h"
+#include "codec_int.h"
 
 #include <stdalign.h>
 #include <stdio.h>
@@ -198,10 +199,12 @@ static int check_list(const field_list *l, int unchanged_ok, sa_err *err)
                           (unsigned)l->n);
     for (uint32_t i = 0; i < l->n; i++) {
         const sa_field *f = &l->f[i];
-        snprintf(what, sizeof what, "%s[%u]: column name", l->section, (unsigned)i);
-        int rc = check_name(f->name, what, err);
-        if (rc != 0)
-            return rc;
+        if (f->name == NULL || f->name[0] == '\0' ||
+            strnlen(f->name, SA_OP_MAX_NAME + 1) > SA_OP_MAX_NAME) {
+            /* the label is formatted only when there is an error to report */
+            snprintf(what, sizeof what, "%s[%u]: column name", l->section, (unsigned)i);
+            return check_name(f->name, what, err);
+        }
         if (!val_kind_valid(f->val.kind))
             return sa_err_set(err, SA_EINVAL, "%s: column \"%s\": unknown value kind %d",
                               l->section, f->name, (int)f->val.kind);
@@ -315,6 +318,17 @@ static int put_fields(sa_buf *b, const sa_field *f, uint32_t n)
     return rc;
 }
 
+int sa__fields_encode_trusted(const sa_field *f, uint32_t n, sa_buf *out)
+{
+    size_t old = out->len;
+    int rc = sa_buf_reserve(out, fields_size(f, n));
+    if (rc == 0)
+        rc = put_fields(out, f, n);
+    if (rc != 0)
+        out->len = old;
+    return rc;
+}
+
 int sa_fields_encode(const sa_field *f, uint32_t n, sa_buf *out, sa_err *err)
 {
     size_t old = out->len;
@@ -337,10 +351,14 @@ done:
 
 int sa_op_encode(const sa_op *op, sa_buf *out, sa_err *err)
 {
-    size_t old = out->len;
     int rc = sa_op_validate(op, err);
-    if (rc != 0)
-        goto done;
+    return rc != 0 ? rc : sa__op_encode_trusted(op, out, err);
+}
+
+int sa__op_encode_trusted(const sa_op *op, sa_buf *out, sa_err *err)
+{
+    size_t old = out->len;
+    int rc = 0;
 
     size_t sz = 3 + bytes_len(strlen(op->origin)) + varint_len(op->epoch) +
                 varint_len(op->seq) + 8 + bytes_len(strlen(op->table)) +
@@ -454,12 +472,29 @@ typedef struct dec {
     size_t total; /* input length, for offsets in messages */
     arena *a;
     sa_err *err;
+    const char *sect; /* inside a field list: its section, for labels */
+    long idx;         /* field index, -1 for the list's count */
 } dec;
 
 static size_t dec_off(const dec *d) { return d->total - d->rd.left; }
 
+/* Labels of field-level reads name their section and index; they are
+ * formatted only when an error is reported, never on the success path. */
+static const char *dec_label(const dec *d, const char *what, char *buf, size_t cap)
+{
+    if (d->sect == NULL)
+        return what;
+    if (d->idx < 0)
+        snprintf(buf, cap, "%s %s", d->sect, what);
+    else
+        snprintf(buf, cap, "%s[%ld] %s", d->sect, d->idx, what);
+    return buf;
+}
+
 static int dec_fail(dec *d, int rc, const char *what)
 {
+    char lb[96];
+    what = dec_label(d, what, lb, sizeof lb);
     switch (rc) {
     case SA_ETRUNCATED:
         return sa_err_set(d->err, rc, "op codec: input ends at byte %zu reading %s", d->total,
@@ -493,9 +528,11 @@ static int dec_varint(dec *d, uint64_t *v, uint64_t max, int too_big, const char
     int rc = sa_rd_varint(&d->rd, v);
     if (rc != 0)
         return dec_fail(d, rc, what);
-    if (left - d->rd.left != varint_len(*v))
+    if (left - d->rd.left != varint_len(*v)) {
+        char lb[96];
         return sa_err_set(d->err, SA_ECORRUPT, "op codec: non-minimal varint in %s at byte %zu",
-                          what, dec_off(d));
+                          dec_label(d, what, lb, sizeof lb), dec_off(d));
+    }
     if (*v > max)
         return dec_fail(d, too_big ? SA_ETOOBIG : SA_ECORRUPT, what);
     return 0;
@@ -521,9 +558,12 @@ static int dec_name(dec *d, const char **out, const char *what)
     int rc = dec_bytes(d, &p, &n, SA_OP_MAX_NAME, what);
     if (rc != 0)
         return rc;
-    if (n == 0 || memchr(p, 0, n) != NULL)
-        return sa_err_set(d->err, SA_ECORRUPT, "op codec: %s before byte %zu is %s", what,
-                          dec_off(d), n == 0 ? "empty" : "not a C string");
+    if (n == 0 || memchr(p, 0, n) != NULL) {
+        char lb[96];
+        return sa_err_set(d->err, SA_ECORRUPT, "op codec: %s before byte %zu is %s",
+                          dec_label(d, what, lb, sizeof lb), dec_off(d),
+                          n == 0 ? "empty" : "not a C string");
+    }
     *out = arena_str(d->a, p, n);
     return 0;
 }
@@ -531,39 +571,33 @@ static int dec_name(dec *d, const char **out, const char *what)
 static int dec_fields(dec *d, const char *section, const sa_field **out, uint32_t *nout)
 {
     uint64_t n;
-    char what[64];
-    snprintf(what, sizeof what, "%s count", section);
-    int rc = dec_varint(d, &n, SA_OP_MAX_FIELDS, 1, what);
+    d->sect = section;
+    d->idx = -1;
+    int rc = dec_varint(d, &n, SA_OP_MAX_FIELDS, 1, "count");
     if (rc != 0)
-        return rc;
+        goto done;
     sa_field *f = arena_fields(d->a, (size_t)n);
     for (uint64_t i = 0; i < n; i++) {
         const char *name = NULL;
         uint8_t kind;
         uint64_t oid;
-        snprintf(what, sizeof what, "%s[%u] name", section, (unsigned)i);
-        rc = dec_name(d, &name, what);
-        if (rc != 0)
-            return rc;
-        snprintf(what, sizeof what, "%s[%u] value kind", section, (unsigned)i);
-        rc = dec_u8(d, &kind, what);
+        d->idx = (long)i;
+        if ((rc = dec_name(d, &name, "name")) != 0)
+            goto done;
+        rc = dec_u8(d, &kind, "value kind");
         if (rc == 0 && !val_kind_valid((sa_val_kind)kind))
             rc = sa_err_set(d->err, SA_ECORRUPT, "op codec: %s[%u]: unknown value kind %u",
                             section, (unsigned)i, kind);
         if (rc != 0)
-            return rc;
-        snprintf(what, sizeof what, "%s[%u] type oid", section, (unsigned)i);
-        rc = dec_varint(d, &oid, UINT32_MAX, 0, what);
-        if (rc != 0)
-            return rc;
+            goto done;
+        if ((rc = dec_varint(d, &oid, UINT32_MAX, 0, "type oid")) != 0)
+            goto done;
         sa_value v = {.kind = (sa_val_kind)kind, .type_oid = (uint32_t)oid};
         if (kind == SA_VAL_TEXT) {
             const uint8_t *p = NULL;
             size_t len = 0;
-            snprintf(what, sizeof what, "%s[%u] value", section, (unsigned)i);
-            rc = dec_bytes(d, &p, &len, SA_OP_MAX_VALUE, what);
-            if (rc != 0)
-                return rc;
+            if ((rc = dec_bytes(d, &p, &len, SA_OP_MAX_VALUE, "value")) != 0)
+                goto done;
             v.len = (uint32_t)len;
             v.data = arena_str(d->a, p, len);
         }
@@ -572,7 +606,9 @@ static int dec_fields(dec *d, const char *section, const sa_field **out, uint32_
     }
     *out = f;
     *nout = (uint32_t)n;
-    return 0;
+done:
+    d->sect = NULL;
+    return rc;
 }
 
 /* Parse a whole op into *op (strings and fields from d->a). */

@@ -20,16 +20,60 @@ typedef struct sa_buf {
 void sa_buf_init(sa_buf *b);
 void sa_buf_free(sa_buf *b);  /* frees data; leaves b empty and reusable */
 void sa_buf_reset(sa_buf *b); /* len = 0, keeps the allocation */
+/* Make room for `extra` more bytes; SA_ENOMEM (buffer untouched) if not. */
 int sa_buf_reserve(sa_buf *b, size_t extra);
-int sa_buf_put(sa_buf *b, const void *p, size_t n);
-int sa_buf_put_u8(sa_buf *b, uint8_t v);
 int sa_buf_put_u16be(sa_buf *b, uint16_t v);
 int sa_buf_put_u32be(sa_buf *b, uint32_t v);
 int sa_buf_put_u64be(sa_buf *b, uint64_t v);
-int sa_buf_put_varint(sa_buf *b, uint64_t v); /* LEB128, at most 10 bytes */
 /* varint length then bytes */
 int sa_buf_put_bytes(sa_buf *b, const void *p, size_t n);
 int sa_buf_put_str(sa_buf *b, const char *s); /* as bytes, NUL not stored */
+
+/* The hot appenders are inline: encoders call them per field, and the
+ * common case (room already reserved) is a bounds check and a copy. */
+static inline int sa_buf_put(sa_buf *b, const void *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (b->cap - b->len < n) {
+        int rc = sa_buf_reserve(b, n);
+        if (rc != 0)
+            return rc;
+    }
+    __builtin_memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+static inline int sa_buf_put_u8(sa_buf *b, uint8_t v)
+{
+    if (b->len == b->cap) {
+        int rc = sa_buf_reserve(b, 1);
+        if (rc != 0)
+            return rc;
+    }
+    b->data[b->len++] = v;
+    return 0;
+}
+
+/* LEB128, at most 10 bytes */
+static inline int sa_buf_put_varint(sa_buf *b, uint64_t v)
+{
+    if (b->cap - b->len < 10) {
+        int rc = sa_buf_reserve(b, 10);
+        if (rc != 0)
+            return rc;
+    }
+    uint8_t *p = b->data + b->len;
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    b->len += n;
+    return 0;
+}
 
 /* A bounds-checked reader over borrowed bytes. */
 typedef struct sa_rd {
