@@ -13,7 +13,7 @@
  *                                                         (2-byte header + op
  *                                                         encoding)
  *                          state CF  the op's state key -> its state row
- *                per group meta CF   0x00 "wal"         -> 32 counter bytes
+ *                per group meta CF   0x00 "wal"         -> 40 counter bytes
  *              The records are encoded once, before timing (that encoding is
  *              the work we are measuring on our side).  check_same_bytes()
  *              proves at start-up, by reading a real store back, that the
@@ -70,6 +70,9 @@ typedef struct bench_opts {
     const char *dir;  /* parent of our scratch directory */
     int quick;        /* smoke test: tiny cells, one repetition */
     int check;        /* exit 1 when a row is below BENCH_TARGET */
+    int policy;       /* -1 = every policy, else the one sa_durability to run */
+    size_t group;     /* 0 = every group size, else the one to run */
+    long group_delay; /* our group_delay_us; -1 = the store's default */
 } bench_opts;
 
 static void opts_init(bench_opts *o)
@@ -80,6 +83,9 @@ static void opts_init(bench_opts *o)
     o->dir = "/tmp";
     o->quick = 0;
     o->check = 0;
+    o->policy = -1;
+    o->group = 0;
+    o->group_delay = -1;
 }
 
 /* Report why the benchmark cannot go on and exit 2 (scratch files of the
@@ -119,8 +125,8 @@ typedef struct bop {
 } bop;
 
 typedef struct pool {
-    bop *b;      /* n entries */
-    sa_op *ops;  /* n entries, borrowing from b */
+    bop *b;     /* n entries */
+    sa_op *ops; /* n entries, borrowing from b */
     size_t n;
     sa_buf bytes; /* reference records */
 } pool;
@@ -223,7 +229,15 @@ static void pool_free(pool *p)
  * The reference database: kv.c's options and column families.
  * ------------------------------------------------------------------- */
 
-enum { REF_CF_DEFAULT, REF_CF_WAL, REF_CF_STATE, REF_CF_CURSORS, REF_CF_INBOX, REF_CF_META, REF_NCF };
+enum {
+    REF_CF_DEFAULT,
+    REF_CF_WAL,
+    REF_CF_STATE,
+    REF_CF_CURSORS,
+    REF_CF_INBOX,
+    REF_CF_META,
+    REF_NCF
+};
 
 typedef struct refdb {
     rocksdb_t *db;
@@ -344,10 +358,11 @@ static void ref_loop(worker *w)
                                       (const char *)bytes + b[i].skey_off, b[i].skey_len,
                                       (const char *)bytes + b[i].sval_off, b[i].sval_len);
         }
-        uint8_t cnt[32];
-        sa__wal_counters_encode(cnt, 1, seq + r->group - 1, seq + r->group - 1, 0);
-        rocksdb_writebatch_put_cf(wb, r->ref.cf[REF_CF_META], SA_META_WAL,
-                                  sizeof SA_META_WAL - 1, (const char *)cnt, 32);
+        uint8_t cnt[SA_WAL_COUNTERS_LEN];
+        sa__wal_counters_encode(cnt, 1, seq + r->group - 1, seq + r->group - 1, 0,
+                                seq + r->group - 1);
+        rocksdb_writebatch_put_cf(wb, r->ref.cf[REF_CF_META], SA_META_WAL, sizeof SA_META_WAL - 1,
+                                  (const char *)cnt, sizeof cnt);
         char *errstr = NULL;
         rocksdb_write(r->ref.db, r->ref.wo, wb, &errstr);
         if (errstr != NULL) {
@@ -378,11 +393,14 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return remove(path);
 }
 
-static void rm_tree(const char *dir) { nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+static void rm_tree(const char *dir)
+{
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 /* Run one side of one cell in a fresh directory; ops/s.  Exits on error. */
 static double run_side(enum side side, sa_durability pol, size_t group, int nthreads,
-                       double seconds, pool *pools, const char *dir)
+                       const bench_opts *o, pool *pools, const char *dir)
 {
     run *r = calloc(1, sizeof *r);
     worker w[BENCH_MAX_THREADS];
@@ -397,6 +415,8 @@ static double run_side(enum side side, sa_durability pol, size_t group, int nthr
         sa_store_options so;
         sa_store_options_init(&so);
         so.durability = pol;
+        if (o->group_delay >= 0)
+            so.group_delay_us = (uint32_t)o->group_delay;
         sa_err err;
         if (sa_store_open(dir, &so, &r->store, &err) != 0)
             die("cannot open a store: %s", err.msg);
@@ -412,7 +432,7 @@ static double run_side(enum side side, sa_durability pol, size_t group, int nthr
             die("cannot start a writer thread");
     }
     double t0 = now_s();
-    r->deadline = t0 + seconds;
+    r->deadline = t0 + o->seconds;
     pthread_barrier_wait(&r->start);
     double end = t0;
     uint64_t groups = 0;
@@ -510,7 +530,7 @@ static double check_same_bytes(pool *p, size_t n, const char *dir)
     size_t ml = 0;
     char *meta = rocksdb_get_cf(r.db, ro, r.cf[REF_CF_META], SA_META_WAL, sizeof SA_META_WAL - 1,
                                 &ml, &errstr);
-    if (meta == NULL || ml != 32)
+    if (meta == NULL || ml != SA_WAL_COUNTERS_LEN)
         bad = "the WAL counters";
     rocksdb_free(meta);
     rocksdb_free(errstr);
@@ -531,16 +551,20 @@ static double check_same_bytes(pool *p, size_t n, const char *dir)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: bench_storage [--seconds N] [--reps N] [--threads N] [--dir DIR] [--quick]\n"
+            "usage: bench_storage [--seconds N] [--reps N] [--threads N] [--dir DIR]\n"
+            "                     [--policy P] [--group N] [--group-delay-us N] [--quick]\n"
             "                     [--check]\n"
             "  --seconds N  time per side, per repetition, per cell (default 1.0)\n"
             "  --reps N     interleaved repetitions; the median is reported (default 3)\n"
             "  --threads N  writer threads under the group policy, both sides (default 4)\n"
             "  --dir DIR    where the scratch directory is made (default /tmp); removed at the "
             "end\n"
+            "  --policy P   run only policy P (sync, group, none-unsafe)\n"
+            "  --group N    run only groups of N ops (1..%u)\n"
+            "  --group-delay-us N  our store's group_delay_us (default: the store's own)\n"
             "  --quick      smoke run: 0.05 s cells, one repetition\n"
             "  --check      exit 1 if any ratio is below %.2f (for people, not CI)\n",
-            BENCH_TARGET);
+            BENCH_POOL, BENCH_TARGET);
 }
 
 static double num_arg(const char *opt, const char *v, double lo, double hi)
@@ -555,13 +579,16 @@ static double num_arg(const char *opt, const char *v, double lo, double hi)
 
 static void parse_args(int argc, char **argv, bench_opts *o)
 {
-    static const char *const names[] = {"--seconds", "--reps", "--threads", "--dir",
-                                        "--quick",   "--check"};
-    int seen[6] = {0};
+    /* options taking a value first */
+    static const char *const names[] = {"--seconds", "--reps",  "--threads",        "--dir",
+                                        "--policy",  "--group", "--group-delay-us", "--quick",
+                                        "--check"};
+    enum { NOPTS = sizeof names / sizeof names[0], NVALUED = 7 };
+    int seen[NOPTS] = {0};
     opts_init(o);
     for (int i = 1; i < argc; i++) {
         int k = -1;
-        for (int j = 0; j < 6; j++)
+        for (int j = 0; j < (int)NOPTS; j++)
             if (strcmp(argv[i], names[j]) == 0)
                 k = j;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -574,9 +601,12 @@ static void parse_args(int argc, char **argv, bench_opts *o)
         }
         if (seen[k]++)
             die("option %s given twice", names[k]);
-        const char *v = k <= 3 ? argv[++i < argc ? i : argc - 1] : NULL;
-        if (k <= 3 && i >= argc)
-            die("option %s needs a value", names[k]);
+        const char *v = NULL;
+        if (k < NVALUED) {
+            if (++i >= argc)
+                die("option %s needs a value", names[k]);
+            v = argv[i];
+        }
         switch (k) {
         case 0:
             o->seconds = num_arg(names[k], v, 0.001, 3600);
@@ -590,7 +620,21 @@ static void parse_args(int argc, char **argv, bench_opts *o)
         case 3:
             o->dir = v;
             break;
-        case 4:
+        case 4: {
+            sa_durability d;
+            sa_err err;
+            if (sa_durability_parse(v, &d, &err) != 0)
+                die("option --policy: %s", err.msg);
+            o->policy = (int)d;
+            break;
+        }
+        case 5:
+            o->group = (size_t)num_arg(names[k], v, 1, BENCH_POOL);
+            break;
+        case 6:
+            o->group_delay = (long)num_arg(names[k], v, 0, 1e6);
+            break;
+        case 7:
             o->quick = 1;
             break;
         default:
@@ -642,6 +686,8 @@ int main(int argc, char **argv)
     printf("# %.2f s per side per cell, median of %d interleaved run(s); group policy: %d "
            "writer threads on both sides\n",
            o.seconds, o.reps, o.threads);
+    if (o.group_delay >= 0)
+        printf("# our group_delay_us set to %ld\n", o.group_delay);
     printf("# per op: %.0f bytes (WAL record + state row, keys included) + 36 bytes of WAL "
            "counters per group; verified against a store\n\n",
            per_op);
@@ -655,9 +701,12 @@ int main(int argc, char **argv)
     int cell = 0;
     for (size_t pi = 0; pi < sizeof bench_policies / sizeof bench_policies[0]; pi++) {
         sa_durability pol = bench_policies[pi];
+        if (o.policy >= 0 && (int)pol != o.policy)
+            continue;
         int nthreads = pol == SA_DUR_GROUP ? o.threads : 1;
-        for (size_t gi = 0; gi < sizeof bench_groups / sizeof bench_groups[0]; gi++) {
-            size_t group = bench_groups[gi];
+        size_t ngroups = o.group ? 1 : sizeof bench_groups / sizeof bench_groups[0];
+        for (size_t gi = 0; gi < ngroups; gi++) {
+            size_t group = o.group ? o.group : bench_groups[gi];
             double ours[99], ref[99];
             for (int rep = 0; rep < o.reps; rep++, cell++) {
                 /* alternate which side goes first so drift hurts both alike */
@@ -665,7 +714,7 @@ int main(int argc, char **argv)
                     enum side sd = (k ^ (cell & 1)) ? SIDE_REF : SIDE_OURS;
                     snprintf(path, sizeof path, "%s/run-%d-%s", base, cell,
                              sd == SIDE_OURS ? "ours" : "ref");
-                    double v = run_side(sd, pol, group, nthreads, o.seconds, pools, path);
+                    double v = run_side(sd, pol, group, nthreads, &o, pools, path);
                     if (sd == SIDE_OURS)
                         ours[rep] = v;
                     else

@@ -129,13 +129,13 @@ void sa_row_free(sa_row *r)
 int sa_wal_info_get(sa_store *s, sa_wal_info *out, sa_err *err)
 {
     (void)err;
-    pthread_mutex_lock(&s->wmu);
+    pthread_mutex_lock(&s->cmu);
     out->first_seq = s->first_seq;
     out->last_seq = s->last_seq;
     out->durable_seq = s->durable_seq;
     out->count = s->wal_count;
     out->bytes = s->wal_bytes;
-    pthread_mutex_unlock(&s->wmu);
+    pthread_mutex_unlock(&s->cmu);
     return 0;
 }
 
@@ -150,9 +150,15 @@ int sa_wal_iter_open(sa_store *s, uint64_t from_seq, sa_wal_iter **out, sa_err *
     sa_wal_iter *w = sa_calloc(1, sizeof *w);
     if (w == NULL)
         return sa_err_set(err, SA_ENOMEM, "out of memory");
-    uint8_t lo[8];
+    /* Records above the published last_seq belong to a large group still
+     * being written: bound the iterator so they are never seen. */
+    uint8_t lo[8], hi[8];
+    pthread_mutex_lock(&s->cmu);
+    uint64_t last = s->last_seq;
+    pthread_mutex_unlock(&s->cmu);
     sa_put_u64be(lo, from_seq);
-    int rc = sa__kv_iter_new(s->kv, NULL, SA_CF_WAL, lo, 8, NULL, 0, &w->it, err);
+    sa_put_u64be(hi, last + 1);
+    int rc = sa__kv_iter_new(s->kv, NULL, SA_CF_WAL, lo, 8, hi, 8, &w->it, err);
     if (rc != 0) {
         sa_free(w);
         return rc;
@@ -202,9 +208,9 @@ int sa_wal_read(sa_store *s, uint64_t from_seq, size_t max_ops, size_t max_bytes
     int in_group = 0; /* the last record delivered did not end its group */
     if (from_seq == 0)
         from_seq = 1;
-    pthread_mutex_lock(&s->wmu);
+    pthread_mutex_lock(&s->cmu);
     uint64_t first = s->first_seq;
-    pthread_mutex_unlock(&s->wmu);
+    pthread_mutex_unlock(&s->cmu);
     if (from_seq < first)
         return sa_err_set(err, SA_ERANGE,
                           "seq %llu is below the retained WAL floor %llu (truncated)",
@@ -286,17 +292,22 @@ int sa_snapshot_open(sa_store *s, sa_snapshot **out, sa_err *err)
     if (sn == NULL)
         return sa_err_set(err, SA_ENOMEM, "out of memory");
     sn->s = s;
-    if ((rc = sa__kv_snap_new(s->kv, &sn->snap, err)) != 0)
+    /* Under wmu: no large group is between its WAL and its state then, so
+     * the snapshot's state is exactly the WAL up to its last_seq (S3). */
+    pthread_mutex_lock(&s->wmu);
+    rc = sa__kv_snap_new(s->kv, &sn->snap, err);
+    pthread_mutex_unlock(&s->wmu);
+    if (rc != 0)
         goto fail;
     /* the counters read through the same snapshot name its seq (S3) */
     rc = sa__kv_get(s->kv, sn->snap, SA_CF_META, SA_META_WAL, sizeof SA_META_WAL - 1, &v, &found, err);
     if (rc != 0)
         goto fail;
-    if (!found || v.len != 32) {
+    if (!found || v.len != SA_WAL_COUNTERS_LEN) {
         rc = sa_err_set(err, SA_ECORRUPT, "WAL counters missing in snapshot");
         goto fail;
     }
-    sn->seq = sa_get_u64be(v.data + 8);
+    sn->seq = sa_get_u64be(v.data + 32); /* state_seq == last_seq here */
     sa_buf_free(&v);
     *out = sn;
     return 0;
@@ -546,9 +557,9 @@ void sa_inbox_iter_close(sa_inbox_iter *ii)
 int sa_inbox_stats(sa_store *s, uint64_t *count, uint64_t *bytes, sa_err *err)
 {
     (void)err;
-    pthread_mutex_lock(&s->wmu);
+    pthread_mutex_lock(&s->cmu);
     *count = s->inbox_count;
     *bytes = s->inbox_bytes;
-    pthread_mutex_unlock(&s->wmu);
+    pthread_mutex_unlock(&s->cmu);
     return 0;
 }

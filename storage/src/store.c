@@ -10,9 +10,13 @@
  *                       once, synced, when the directory is created.  A
  *                       database without it, or with another magic or
  *                       version, is refused.
- *     0x00 "wal"     -> u64 first_seq, u64 last_seq, u64 count, u64 bytes.
- *                       Rewritten in the same write as every WAL change, so
- *                       it is the truth about which records exist.
+ *     0x00 "wal"     -> u64 first_seq, u64 last_seq, u64 count, u64 bytes,
+ *                       u64 state_seq.  Rewritten in the same write as
+ *                       every WAL change, so it is the truth about which
+ *                       records exist; records above last_seq are the
+ *                       unfinished writes of a large group and are deleted
+ *                       at open.  state_seq < last_seq only while a large
+ *                       group's state is being applied: open finishes it.
  *     'u' key        -> application metadata (sa_batch_meta_put).
  *   wal CF
  *     u64 seq        -> u8 record version (1), u8 flags (bit 0: last record
@@ -43,12 +47,15 @@
  *        +-- follower waits on qcond <---- done + broadcast --+
  *
  * The first committer that finds no active leader becomes it, waits up to
- * group_delay_us for companions (or until group_max_batches queue), takes
+ * group_delay_us for companions (default 0: commits that arrive while the
+ * previous group is being synced form the next one, as in RocksDB's own
+ * write groups; a timer would add its delay to every lone commit), takes
  * the whole queue and writes it as one batch.  Each batch keeps its own
  * result: one batch that fails validation is rolled back alone (RocksDB
  * save points + the overlay's undo) and the others still commit.
  */
 #include <assert.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -59,6 +66,7 @@
 #include <time.h>
 
 #include "sa/sa_alloc.h"
+#include "codec_int.h"
 #include "store_int.h"
 
 /* ---------------------------------------------------------------------
@@ -67,6 +75,7 @@
 
 enum entry_type {
     E_WAL_OP = 1,
+    E_STATE_OP, /* the state update of a WAL record already written (seq in a) */
     E_CUR_ACK,
     E_CUR_DELIV,
     E_CUR_ATTEMPT,
@@ -102,6 +111,7 @@ struct sa_batch {
     entry *ents;
     size_t nents, cap;
     size_t wal_ops;
+    size_t needs_read; /* entries whose commit reads current values */
 };
 
 int sa_batch_new(sa_batch **out, sa_err *err)
@@ -127,6 +137,7 @@ void sa_batch_clear(sa_batch *b)
     sa_buf_reset(&b->arena);
     b->nents = 0;
     b->wal_ops = 0;
+    b->needs_read = 0;
 }
 
 int sa_batch_empty(const sa_batch *b) { return b->nents == 0; }
@@ -188,26 +199,33 @@ static int has_unchanged(const sa_op *op)
     return 0;
 }
 
-/* Encode one op of a WAL group into the batch: the op, and what its state
- * update needs so commit does as little as possible under the lock. */
-static int batch_wal_op(sa_batch *b, const sa_op *op, int group_end, sa_buf *tmp, sa_err *err)
+/*
+ * Encode one op into the batch: for E_WAL_OP its WAL record (header and op
+ * encoding, ready to write as is), and for both E_WAL_OP and E_STATE_OP
+ * what its state update needs, so commit does as little as possible under
+ * the write lock.  The op was validated by the caller.
+ */
+static int batch_op(sa_batch *b, uint8_t type, const sa_op *op, int group_end, uint64_t seq,
+                    sa_err *err)
 {
-    entry *e = batch_add(b, E_WAL_OP);
+    entry *e = batch_add(b, type);
+    int rc = 0;
     if (e == NULL)
-        return sa_err_set(err, SA_ENOMEM, "out of memory");
+        goto nomem;
     e->kind = (uint8_t)op->kind;
     e->group_end = (uint8_t)group_end;
     e->hlc = op->hlc;
-    int rc = 0;
-    size_t start = b->arena.len;
-    e->enc.off = start;
-    if ((rc = sa_op_encode(op, &b->arena, err)) != 0)
-        return rc;
-    e->enc.len = b->arena.len - start;
-    if ((rc = arena_str(b, &e->name, op->table)) != 0 || (rc = arena_str(b, &e->origin, op->origin)) != 0)
-        goto nomem;
+    e->a = seq;
+    if (type == E_WAL_OP) {
+        uint8_t hdr[2] = {SA_WALREC_VERSION, group_end ? SA_WALREC_GROUP_END : 0};
+        e->enc.off = b->arena.len;
+        if ((rc = sa_buf_put(&b->arena, hdr, 2)) != 0 ||
+            (rc = sa__op_encode_trusted(op, &b->arena, err)) != 0)
+            goto nomem;
+        e->enc.len = b->arena.len - e->enc.off;
+    }
     if (op->kind == SA_OP_TRUNCATE)
-        return 0;
+        return arena_str(b, &e->name, op->table) ? sa_err_set(err, SA_ENOMEM, "out of memory") : 0;
 
     /* state key (old key for an update) */
     e->skey.off = b->arena.len;
@@ -218,53 +236,55 @@ static int batch_wal_op(sa_batch *b, const sa_op *op, int group_end, sa_buf *tmp
         return 0;
 
     /* the key after the change: a key column present in cols moves it */
-    sa_field *nk = sa_malloc((op->nkey ? op->nkey : 1) * sizeof *nk);
+    sa_field stack_nk[8];
+    sa_field *nk = op->nkey <= 8 ? stack_nk : sa_malloc(op->nkey * sizeof *nk);
     if (nk == NULL)
         goto nomem;
+    int moved = 0;
     for (uint32_t i = 0; i < op->nkey; i++) {
         const sa_field *c = find_field(op->cols, op->ncols, op->key[i].name);
         nk[i] = (c != NULL && c->val.kind != SA_VAL_UNCHANGED) ? *c : op->key[i];
+        moved |= nk[i].val.kind != op->key[i].val.kind || nk[i].val.len != op->key[i].val.len ||
+                 (nk[i].val.len && memcmp(nk[i].val.data, op->key[i].val.data, nk[i].val.len));
     }
-    e->skey2.off = b->arena.len;
-    rc = sa__state_key(&b->arena, op->table, nk, op->nkey);
-    e->skey2.len = b->arena.len - e->skey2.off;
-    if (rc == 0) {
-        e->keyf.off = b->arena.len;
-        rc = sa_fields_encode(nk, op->nkey, &b->arena, err);
-        e->keyf.len = b->arena.len - e->keyf.off;
+    e->skey2 = e->skey;
+    if (moved) {
+        e->skey2.off = b->arena.len;
+        rc = sa__state_key(&b->arena, op->table, nk, op->nkey);
+        e->skey2.len = b->arena.len - e->skey2.off;
     }
-    sa_free(nk);
-    if (rc != 0)
-        goto nomem;
-
     e->merge = op->kind == SA_OP_UPDATE || has_unchanged(op);
-    if (e->merge) {
-        /* keep the new columns; the row is merged with the old one at commit */
+    if (rc == 0 && e->merge) {
+        /* key fields and new columns apart: merged with the old row at commit */
+        b->needs_read++;
+        e->keyf.off = b->arena.len;
+        rc = sa__fields_encode_trusted(nk, op->nkey, &b->arena);
+        e->keyf.len = b->arena.len - e->keyf.off;
+        if (rc == 0) {
+            e->sval.off = b->arena.len;
+            rc = sa__fields_encode_trusted(op->cols, op->ncols, &b->arena);
+            e->sval.len = b->arena.len - e->sval.off;
+        }
+        if (rc == 0)
+            rc = arena_str(b, &e->origin, op->origin);
+    } else if (rc == 0) {
+        /* the whole row value now; its seq (bytes 1..8) is patched at commit */
         e->sval.off = b->arena.len;
-        rc = sa_fields_encode(op->cols, op->ncols, &b->arena, err);
+        if ((rc = sa_buf_put_u8(&b->arena, SA_ROW_VERSION)) == 0 &&
+            (rc = sa_buf_put_u64be(&b->arena, 0)) == 0 &&
+            (rc = sa_buf_put_u64be(&b->arena, op->hlc)) == 0 &&
+            (rc = sa_buf_put_str(&b->arena, op->origin)) == 0 &&
+            (rc = sa__fields_encode_trusted(nk, op->nkey, &b->arena)) == 0)
+            rc = sa__fields_encode_trusted(op->cols, op->ncols, &b->arena);
         e->sval.len = b->arena.len - e->sval.off;
-    } else {
-        /* the full row value now; its seq (bytes 1..8) is patched at commit */
-        sa_buf_reset(tmp);
-        rc = sa_buf_put_u8(tmp, SA_ROW_VERSION);
-        if (rc == 0)
-            rc = sa_buf_put_u64be(tmp, 0);
-        if (rc == 0)
-            rc = sa_buf_put_u64be(tmp, op->hlc);
-        if (rc == 0)
-            rc = sa_buf_put_str(tmp, op->origin);
-        if (rc == 0)
-            rc = sa_buf_put(tmp, at(&b->arena, e->keyf), e->keyf.len);
-        if (rc == 0)
-            rc = sa_fields_encode(op->cols, op->ncols, tmp, err);
-        if (rc == 0)
-            rc = arena_put(b, &e->sval, tmp->data, tmp->len);
     }
+    if (nk != stack_nk)
+        sa_free(nk);
     if (rc != 0)
         goto nomem;
     return 0;
 nomem:
-    return rc == SA_ENOMEM ? sa_err_set(err, SA_ENOMEM, "out of memory encoding an op") : rc;
+    return rc != 0 && rc != SA_ENOMEM ? rc : sa_err_set(err, SA_ENOMEM, "out of memory encoding an op");
 }
 
 int sa_batch_wal_append(sa_batch *b, const sa_op *ops, size_t n, sa_err *err)
@@ -277,15 +297,14 @@ int sa_batch_wal_append(sa_batch *b, const sa_op *ops, size_t n, sa_err *err)
             return sa_err_wrap(err, "op %zu of the group", i);
     }
     size_t save_len = b->arena.len, save_n = b->nents;
-    sa_buf tmp;
-    sa_buf_init(&tmp);
+    size_t save_reads = b->needs_read;
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++)
-        rc = batch_wal_op(b, &ops[i], i + 1 == n, &tmp, err);
-    sa_buf_free(&tmp);
+        rc = batch_op(b, E_WAL_OP, &ops[i], i + 1 == n, 0, err);
     if (rc != 0) { /* all or nothing */
         b->arena.len = save_len;
         b->nents = save_n;
+        b->needs_read = save_reads;
         return rc;
     }
     b->wal_ops += n;
@@ -318,6 +337,8 @@ static int batch_named(sa_batch *b, uint8_t type, const char *what, const char *
     }
     e->a = a;
     e->b = bv;
+    if (type != E_META)
+        b->needs_read++; /* cursors, watermarks and the inbox read before writing */
     if (out != NULL)
         *out = e;
     return 0;
@@ -573,6 +594,7 @@ typedef struct wgroup {
     /* counters as they will be after this group */
     uint64_t first_seq, last_seq, wal_count, wal_bytes, inbox_count, inbox_bytes;
     int wal_touched;
+    int use_overlay; /* 0 when no batch of the group reads: inserts only */
 } wgroup;
 
 /* Current value of a key as this group sees it: overlay, else RocksDB. */
@@ -597,7 +619,7 @@ static int wg_read(wgroup *w, uint8_t cf, const uint8_t *k, size_t kl, sa_buf *o
 static int wg_put(wgroup *w, uint8_t cf, const void *k, size_t kl, const void *v, size_t vl,
                   sa_err *err)
 {
-    if (ov_set(&w->ov, cf, k, kl, v, vl, 0) != 0)
+    if (w->use_overlay && ov_set(&w->ov, cf, k, kl, v, vl, 0) != 0)
         return sa_err_set(err, SA_ENOMEM, "out of memory");
     sa__kv_batch_put(w->kb, cf, k, kl, v, vl);
     return 0;
@@ -605,7 +627,7 @@ static int wg_put(wgroup *w, uint8_t cf, const void *k, size_t kl, const void *v
 
 static int wg_del(wgroup *w, uint8_t cf, const void *k, size_t kl, sa_err *err)
 {
-    if (ov_set(&w->ov, cf, k, kl, NULL, 0, 1) != 0)
+    if (w->use_overlay && ov_set(&w->ov, cf, k, kl, NULL, 0, 1) != 0)
         return sa_err_set(err, SA_ENOMEM, "out of memory");
     sa__kv_batch_del(w->kb, cf, k, kl);
     return 0;
@@ -662,8 +684,7 @@ static int wg_merge_row(wgroup *w, const sa_batch *b, const entry *e, uint64_t s
         rc = sa_err_set(err, SA_ENOMEM, "out of memory merging a row");
         goto done;
     }
-    if (e->skey.len != e->skey2.len ||
-        memcmp(at(&b->arena, e->skey), at(&b->arena, e->skey2), e->skey.len) != 0) {
+    if (e->skey.off != e->skey2.off) { /* the key moved */
         if ((rc = wg_del(w, SA_CF_STATE, at(&b->arena, e->skey), e->skey.len, err)) != 0)
             goto done;
     }
@@ -675,21 +696,20 @@ done:
     return rc;
 }
 
-static int wg_wal_op(wgroup *w, const sa_batch *b, const entry *e, sa_err *err)
+static int wg_wal_op(wgroup *w, sa_batch *b, const entry *e, sa_err *err)
 {
-    uint64_t seq = w->last_seq + 1;
-    uint8_t key[8];
-    sa_put_u64be(key, seq);
-    sa_buf_reset(&w->tmp);
-    uint8_t hdr[2] = {SA_WALREC_VERSION, e->group_end ? SA_WALREC_GROUP_END : 0};
-    if (sa_buf_put(&w->tmp, hdr, 2) != 0 || sa_buf_put(&w->tmp, at(&b->arena, e->enc), e->enc.len) != 0)
-        return sa_err_set(err, SA_ENOMEM, "out of memory");
-    sa__kv_batch_put(w->kb, SA_CF_WAL, key, 8, w->tmp.data, w->tmp.len);
-    w->last_seq = seq;
-    w->wal_count++;
-    w->wal_bytes += 8 + w->tmp.len;
-    w->wal_touched = 1;
-
+    uint64_t seq = e->a; /* E_STATE_OP: the record's seq */
+    if (e->type == E_WAL_OP) {
+        /* the record was encoded whole into the arena by batch_op */
+        seq = w->last_seq + 1;
+        uint8_t key[8];
+        sa_put_u64be(key, seq);
+        sa__kv_batch_put(w->kb, SA_CF_WAL, key, 8, at(&b->arena, e->enc), e->enc.len);
+        w->last_seq = seq;
+        w->wal_count++;
+        w->wal_bytes += 8 + e->enc.len;
+        w->wal_touched = 1;
+    }
     int rc = 0;
     switch (e->kind) {
     case SA_OP_TRUNCATE: {
@@ -701,10 +721,12 @@ static int wg_wal_op(wgroup *w, const sa_batch *b, const entry *e, sa_err *err)
             return sa_err_set(err, SA_ENOMEM, "out of memory");
         size_t half = e->name.len + 1;
         sa__kv_batch_del_range(w->kb, SA_CF_STATE, w->key.data, half, w->key.data + half, half);
-        char *t = sa_strndup((const char *)at(&b->arena, e->name), e->name.len);
-        if (t == NULL || ov_truncate_table(&w->ov, t) != 0)
-            rc = sa_err_set(err, SA_ENOMEM, "out of memory");
-        sa_free(t);
+        if (w->use_overlay) {
+            char *t = sa_strndup((const char *)at(&b->arena, e->name), e->name.len);
+            if (t == NULL || ov_truncate_table(&w->ov, t) != 0)
+                rc = sa_err_set(err, SA_ENOMEM, "out of memory");
+            sa_free(t);
+        }
         break;
     }
     case SA_OP_DELETE:
@@ -714,17 +736,14 @@ static int wg_wal_op(wgroup *w, const sa_batch *b, const entry *e, sa_err *err)
         if (e->merge) {
             rc = wg_merge_row(w, b, e, seq, err);
         } else {
-            /* copy the precomputed row and patch in its version */
-            sa_buf_reset(&w->val);
-            if (sa_buf_put(&w->val, at(&b->arena, e->sval), e->sval.len) != 0)
-                return sa_err_set(err, SA_ENOMEM, "out of memory");
-            sa_put_u64be(w->val.data + 1, seq);
-            if (e->skey.len != e->skey2.len ||
-                memcmp(at(&b->arena, e->skey), at(&b->arena, e->skey2), e->skey.len) != 0)
+            /* the precomputed row: patch its version in place */
+            uint8_t *row = b->arena.data + e->sval.off;
+            sa_put_u64be(row + 1, seq);
+            if (e->skey.off != e->skey2.off)
                 rc = wg_del(w, SA_CF_STATE, at(&b->arena, e->skey), e->skey.len, err);
             if (rc == 0)
-                rc = wg_put(w, SA_CF_STATE, at(&b->arena, e->skey2), e->skey2.len, w->val.data,
-                            w->val.len, err);
+                rc = wg_put(w, SA_CF_STATE, at(&b->arena, e->skey2), e->skey2.len, row,
+                            e->sval.len, err);
         }
     }
     return rc;
@@ -885,7 +904,7 @@ static int wg_meta(wgroup *w, const sa_batch *b, const entry *e, sa_err *err)
 
 /* Add one caller's batch to the group.  On error everything it added is
  * undone and the group carries on without it. */
-static int wg_add(wgroup *w, const sa_batch *b, sa_commit_result *res, sa_err *err)
+static int wg_add(wgroup *w, sa_batch *b, sa_commit_result *res, sa_err *err)
 {
     uint64_t c[7] = {w->first_seq, w->last_seq, w->wal_count, w->wal_bytes, w->inbox_count,
                      w->inbox_bytes, (uint64_t)w->wal_touched};
@@ -897,6 +916,7 @@ static int wg_add(wgroup *w, const sa_batch *b, sa_commit_result *res, sa_err *e
         const entry *e = &b->ents[i];
         switch (e->type) {
         case E_WAL_OP:
+        case E_STATE_OP:
             rc = wg_wal_op(w, b, e, err);
             break;
         case E_CUR_ACK:
@@ -933,13 +953,14 @@ static int wg_add(wgroup *w, const sa_batch *b, sa_commit_result *res, sa_err *e
     return 0;
 }
 
-void sa__wal_counters_encode(uint8_t out[32], uint64_t first, uint64_t last, uint64_t count,
-                             uint64_t bytes)
+void sa__wal_counters_encode(uint8_t out[SA_WAL_COUNTERS_LEN], uint64_t first, uint64_t last,
+                             uint64_t count, uint64_t bytes, uint64_t state_seq)
 {
     sa_put_u64be(out, first);
     sa_put_u64be(out + 8, last);
     sa_put_u64be(out + 16, count);
     sa_put_u64be(out + 24, bytes);
+    sa_put_u64be(out + 32, state_seq);
 }
 
 static void wg_init(wgroup *w, sa_store *s, sa__kv_batch *kb)
@@ -968,11 +989,18 @@ static void wg_free(wgroup *w)
 static void write_group(sa_store *s, sa_batch **bs, size_t n, int *rcs, sa_err *errs,
                         sa_commit_result *res)
 {
-    sa__kv_batch *kb = NULL;
+    /* one RocksDB batch kept by the store and reused (caller holds wmu):
+     * its buffer keeps its capacity, so a steady stream of groups does not
+     * allocate and fault in fresh pages for every write */
+    sa__kv_batch *kb = s->kb;
     wgroup w;
     sa_err gerr;
-    int grc = sa__kv_batch_new(s->kv, &kb, &gerr);
+    int grc = 0;
+    if (kb == NULL && (grc = sa__kv_batch_new(s->kv, &kb, &gerr)) == 0)
+        s->kb = kb;
     wg_init(&w, s, kb);
+    for (size_t i = 0; i < n; i++)
+        w.use_overlay |= bs[i]->needs_read > 0;
     size_t ok = 0;
     for (size_t i = 0; i < n; i++) {
         rcs[i] = 0;
@@ -986,10 +1014,11 @@ static void write_group(sa_store *s, sa_batch **bs, size_t n, int *rcs, sa_err *
             ok++;
     }
     if (grc == 0 && ok > 0) {
-        uint8_t cnt[32];
+        uint8_t cnt[SA_WAL_COUNTERS_LEN];
         if (w.wal_touched) {
-            sa__wal_counters_encode(cnt, w.first_seq, w.last_seq, w.wal_count, w.wal_bytes);
-            sa__kv_batch_put(kb, SA_CF_META, SA_META_WAL, sizeof SA_META_WAL - 1, cnt, 32);
+            sa__wal_counters_encode(cnt, w.first_seq, w.last_seq, w.wal_count, w.wal_bytes,
+                                    w.last_seq);
+            sa__kv_batch_put(kb, SA_CF_META, SA_META_WAL, sizeof SA_META_WAL - 1, cnt, sizeof cnt);
         }
         grc = sa__kv_write(s->kv, kb, s->opt.durability != SA_DUR_NONE_UNSAFE, &gerr);
     }
@@ -997,14 +1026,17 @@ static void write_group(sa_store *s, sa_batch **bs, size_t n, int *rcs, sa_err *
         s->writes++;
     if (grc == 0) {
         assert(w.last_seq >= s->last_seq); /* S1 */
+        pthread_mutex_lock(&s->cmu);
         s->first_seq = w.first_seq;
         s->last_seq = w.last_seq;
+        s->state_seq = w.last_seq;
         s->wal_count = w.wal_count;
         s->wal_bytes = w.wal_bytes;
         s->inbox_count = w.inbox_count;
         s->inbox_bytes = w.inbox_bytes;
         if (s->opt.durability != SA_DUR_NONE_UNSAFE)
             s->durable_seq = s->last_seq;
+        pthread_mutex_unlock(&s->cmu);
     }
     for (size_t i = 0; i < n; i++) {
         if (grc != 0 && rcs[i] == 0) {
@@ -1015,7 +1047,8 @@ static void write_group(sa_store *s, sa_batch **bs, size_t n, int *rcs, sa_err *
         res[i].durable_seq = s->durable_seq;
     }
     wg_free(&w);
-    sa__kv_batch_free(kb);
+    if (kb != NULL)
+        sa__kv_batch_clear(kb);
 }
 
 /* ---------------------------------------------------------------------
@@ -1116,9 +1149,9 @@ int sa_store_commit(sa_store *s, sa_batch *b, sa_commit_result *res, sa_err *err
     sa_commit_result r;
     memset(&r, 0, sizeof r);
     if (b->nents == 0) {
-        pthread_mutex_lock(&s->wmu);
+        pthread_mutex_lock(&s->cmu);
         r.durable_seq = s->durable_seq;
-        pthread_mutex_unlock(&s->wmu);
+        pthread_mutex_unlock(&s->cmu);
         rc = 0;
     } else if (s->opt.durability == SA_DUR_GROUP) {
         rc = commit_group(s, b, &r, err);
@@ -1139,13 +1172,20 @@ int sa_store_commit(sa_store *s, sa_batch *b, sa_commit_result *res, sa_err *err
 
 int sa_wal_append(sa_store *s, const sa_op *ops, size_t n, sa_commit_result *res, sa_err *err)
 {
-    sa_batch *b = NULL;
-    int rc = sa_batch_new(&b, err);
+    /* reuse the store's spare batch when no other thread holds it */
+    sa_batch *b = atomic_exchange(&s->spare, NULL);
+    int rc = b != NULL ? 0 : sa_batch_new(&b, err);
     if (rc == 0)
         rc = sa_batch_wal_append(b, ops, n, err);
     if (rc == 0)
         rc = sa_store_commit(s, b, res, err);
-    sa_batch_free(b);
+    if (b != NULL) {
+        sa_batch_clear(b);
+        if (b->arena.cap > (8u << 20)) /* keep the spare small */
+            sa_batch_free(b);
+        else if ((b = atomic_exchange(&s->spare, b)) != NULL)
+            sa_batch_free(b);
+    }
     return rc;
 }
 
@@ -1189,14 +1229,17 @@ int sa_wal_truncate(sa_store *s, uint64_t below, sa_err *err)
     if ((rc = sa__kv_batch_new(s->kv, &kb, err)) != 0)
         goto done;
     sa__kv_batch_del_range(kb, SA_CF_WAL, lo, 8, hi, 8);
-    uint8_t cnt[32];
-    sa__wal_counters_encode(cnt, below, s->last_seq, s->wal_count - count, s->wal_bytes - bytes);
-    sa__kv_batch_put(kb, SA_CF_META, SA_META_WAL, sizeof SA_META_WAL - 1, cnt, 32);
+    uint8_t cnt[SA_WAL_COUNTERS_LEN];
+    sa__wal_counters_encode(cnt, below, s->last_seq, s->wal_count - count, s->wal_bytes - bytes,
+                            s->state_seq);
+    sa__kv_batch_put(kb, SA_CF_META, SA_META_WAL, sizeof SA_META_WAL - 1, cnt, sizeof cnt);
     if ((rc = sa__kv_write(s->kv, kb, s->opt.durability != SA_DUR_NONE_UNSAFE, err)) != 0)
         goto done;
+    pthread_mutex_lock(&s->cmu);
     s->first_seq = below;
     s->wal_count -= count;
     s->wal_bytes -= bytes;
+    pthread_mutex_unlock(&s->cmu);
 done:
     pthread_mutex_unlock(&s->wmu);
     sa__kv_iter_free(it);
@@ -1208,10 +1251,12 @@ int sa_store_sync(sa_store *s, uint64_t *durable_seq, sa_err *err)
 {
     pthread_mutex_lock(&s->wmu);
     int rc = sa__kv_sync_wal(s->kv, err);
+    pthread_mutex_lock(&s->cmu);
     if (rc == 0)
         s->durable_seq = s->last_seq;
     if (rc == 0 && durable_seq != NULL)
         *durable_seq = s->durable_seq;
+    pthread_mutex_unlock(&s->cmu);
     pthread_mutex_unlock(&s->wmu);
     return rc;
 }
@@ -1236,7 +1281,7 @@ void sa_store_options_init(sa_store_options *opt)
 {
     memset(opt, 0, sizeof *opt);
     opt->durability = SA_DUR_SYNC;
-    opt->group_delay_us = 1000;
+    opt->group_delay_us = 0;
     opt->group_max_batches = 256;
     opt->create_if_missing = 1;
 }
@@ -1310,14 +1355,14 @@ static int write_format(sa_store *s, sa_err *err)
     uint8_t v[12];
     memcpy(v, SA_STORE_MAGIC, 8);
     v[8] = 0, v[9] = 0, v[10] = 0, v[11] = SA_STORE_FORMAT;
-    uint8_t cnt[32];
-    sa__wal_counters_encode(cnt, 1, 0, 0, 0);
+    uint8_t cnt[SA_WAL_COUNTERS_LEN];
+    sa__wal_counters_encode(cnt, 1, 0, 0, 0, 0);
     sa__kv_batch *kb = NULL;
     int rc = sa__kv_batch_new(s->kv, &kb, err);
     if (rc != 0)
         return rc;
     sa__kv_batch_put(kb, SA_CF_META, SA_META_FORMAT, sizeof SA_META_FORMAT - 1, v, 12);
-    sa__kv_batch_put(kb, SA_CF_META, SA_META_WAL, sizeof SA_META_WAL - 1, cnt, 32);
+    sa__kv_batch_put(kb, SA_CF_META, SA_META_WAL, sizeof SA_META_WAL - 1, cnt, sizeof cnt);
     rc = sa__kv_write(s->kv, kb, 1, err);
     sa__kv_batch_free(kb);
     return rc;
@@ -1335,7 +1380,7 @@ static int load_counters(sa_store *s, sa_err *err)
     int rc = sa__kv_get(s->kv, NULL, SA_CF_META, SA_META_WAL, sizeof SA_META_WAL - 1, &v, &found, err);
     if (rc != 0)
         goto done;
-    if (!found || v.len != 32) {
+    if (!found || v.len != SA_WAL_COUNTERS_LEN) {
         rc = sa_err_set(err, SA_ECORRUPT, "data directory '%s': WAL counters missing or damaged",
                         s->dir);
         goto done;
@@ -1344,7 +1389,9 @@ static int load_counters(sa_store *s, sa_err *err)
     s->last_seq = sa_get_u64be(v.data + 8);
     s->wal_count = sa_get_u64be(v.data + 16);
     s->wal_bytes = sa_get_u64be(v.data + 24);
-    if (s->first_seq > s->last_seq + 1 || s->wal_count != s->last_seq + 1 - s->first_seq) {
+    s->state_seq = sa_get_u64be(v.data + 32);
+    if (s->first_seq > s->last_seq + 1 || s->wal_count != s->last_seq + 1 - s->first_seq ||
+        s->state_seq > s->last_seq) {
         rc = sa_err_set(err, SA_ECORRUPT,
                         "data directory '%s': WAL counters are inconsistent (first %llu, last %llu, "
                         "count %llu)", s->dir, (unsigned long long)s->first_seq,
@@ -1478,6 +1525,7 @@ int sa_store_open(const char *dir, const sa_store_options *opt, sa_store **out, 
     if (s->opt.group_max_batches == 0)
         s->opt.group_max_batches = 1;
     pthread_mutex_init(&s->wmu, NULL);
+    pthread_mutex_init(&s->cmu, NULL);
     pthread_mutex_init(&s->qmu, NULL);
     pthread_cond_init(&s->qcond, NULL);
     if ((rc = sa__kv_open(dir, 0, &s->kv, err)) != 0)
@@ -1503,10 +1551,13 @@ void sa_store_close(sa_store *s)
         pthread_cond_wait(&s->qcond, &s->qmu);
     pthread_mutex_unlock(&s->qmu);
     pthread_mutex_lock(&s->wmu);
+    sa__kv_batch_free(s->kb);
     sa__kv_close(s->kv);
     pthread_mutex_unlock(&s->wmu);
 free_only:
+    sa_batch_free(atomic_load(&s->spare));
     pthread_mutex_destroy(&s->wmu);
+    pthread_mutex_destroy(&s->cmu);
     pthread_mutex_destroy(&s->qmu);
     pthread_cond_destroy(&s->qcond);
     sa_free(s->dir);

@@ -7,6 +7,7 @@
 #define SA_STORE_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "kv.h"
@@ -31,11 +32,19 @@ struct sa_store {
     sa__kv *kv;
     sa_store_options opt;
 
-    /* Serialises every write group; guards the published counters. */
+    /* Serialises every write (commits, truncation, large groups). */
     pthread_mutex_t wmu;
+    /* Guards the published counters below: writers change them holding
+     * wmu and cmu, readers take only cmu, so a reader never waits for a
+     * write in progress (a large group's state phase may take seconds). */
+    pthread_mutex_t cmu;
     uint64_t first_seq, last_seq, wal_count, wal_bytes;
     uint64_t inbox_count, inbox_bytes;
     uint64_t durable_seq;
+    uint64_t state_seq; /* state reflects the WAL up to here (S3) */
+    int broken;         /* a large group's state phase failed: reopen to redo */
+    struct sa__kv_batch *kb;          /* reused for every write (under wmu) */
+    struct sa_batch *_Atomic spare;   /* a batch sa_wal_append may reuse */
     uint64_t writes; /* RocksDB writes made by commits (group commit shows in it) */
 
     /* group commit queue */
@@ -59,7 +68,8 @@ int sa__walrec_decode(uint64_t seq, const uint8_t *v, size_t vl, sa_op **op_out,
                       sa_err *err);
 /* Number of RocksDB writes commits made so far (for tests and metrics). */
 uint64_t sa__store_write_count(sa_store *s);
-void sa__wal_counters_encode(uint8_t out[32], uint64_t first, uint64_t last, uint64_t count,
-                             uint64_t bytes);
+#define SA_WAL_COUNTERS_LEN 40
+void sa__wal_counters_encode(uint8_t out[SA_WAL_COUNTERS_LEN], uint64_t first, uint64_t last,
+                             uint64_t count, uint64_t bytes, uint64_t state_seq);
 
 #endif /* SA_STORE_INT_H */

@@ -51,7 +51,8 @@ int sa_durability_parse(const char *s, sa_durability *out /* out */, sa_err *err
  * defaults are set) and change what you need. */
 typedef struct sa_store_options {
     sa_durability durability;    /* default SA_DUR_SYNC */
-    uint32_t group_delay_us;     /* group: max wait for companions; default 1000 */
+    uint32_t group_delay_us;     /* group: extra wait for companions; default 0
+                                  * (commits arriving during a sync share the next) */
     uint32_t group_max_batches;  /* group: write as soon as this many wait; default 256 */
     int create_if_missing;       /* default 1 */
 } sa_store_options;
