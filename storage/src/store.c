@@ -996,7 +996,9 @@ static void write_group(sa_store *s, sa_batch **bs, size_t n, int *rcs, sa_err *
     wgroup w;
     sa_err gerr;
     int grc = 0;
-    if (kb == NULL && (grc = sa__kv_batch_new(s->kv, &kb, &gerr)) == 0)
+    if (s->broken)
+        grc = sa_err_set(&gerr, SA_EIO, "store '%s' must be reopened after a failed write", s->dir);
+    else if (kb == NULL && (grc = sa__kv_batch_new(s->kv, &kb, &gerr)) == 0)
         s->kb = kb;
     wg_init(&w, s, kb);
     for (size_t i = 0; i < n; i++)
@@ -1190,6 +1192,227 @@ int sa_wal_append(sa_store *s, const sa_op *ops, size_t n, sa_commit_result *res
 }
 
 /* ---------------------------------------------------------------------
+ * Large groups: one WAL group of any size in bounded memory.
+ *
+ *   phase 1  WAL records are written in chunks above the published last_seq
+ *            (unsynced; invisible: readers stop at last_seq, open deletes
+ *            them if the group never finishes);
+ *   phase 2  one synced write: the last chunk, the caller's extra batch and
+ *            the counters with last_seq = the group's end.  The group is now
+ *            committed; state_seq still names the state before it;
+ *   phase 3  the state is brought up to the group's end in chunks, each one
+ *            written together with the state_seq it reaches, so a crash
+ *            resumes exactly where it stopped (open finishes phase 3).
+ *
+ * The whole sequence holds wmu: snapshots (which take wmu) never see the
+ * state between two chunks.
+ * ------------------------------------------------------------------- */
+
+
+/* Write the pending chunk without sync. */
+static int chunk_flush(sa_store *s, sa_err *err)
+{
+    if (sa__kv_batch_bytes(s->kb) <= 12) /* a RocksDB batch header is 12 bytes */
+        return 0;
+    int rc = sa__kv_write(s->kv, s->kb, 0, err);
+    sa__kv_batch_clear(s->kb);
+    return rc;
+}
+
+/* Bring the state from state_seq up to `to` by replaying WAL records, in
+ * chunks that each persist the state_seq they reach.  Caller holds wmu. */
+static int apply_state(sa_store *s, uint64_t to, sa_err *err)
+{
+    sa__kv_iter *it = NULL;
+    sa_batch *b = NULL;
+    sa_op *op = NULL;
+    uint64_t seq = s->state_seq;
+    uint8_t lo[8], hi[8];
+    int rc = sa_batch_new(&b, err);
+    if (rc != 0)
+        return rc;
+    sa_put_u64be(lo, s->state_seq + 1);
+    sa_put_u64be(hi, to + 1);
+    if ((rc = sa__kv_iter_new(s->kv, NULL, SA_CF_WAL, lo, 8, hi, 8, &it, err)) != 0)
+        goto done;
+    for (;;) {
+        int valid = sa__kv_iter_valid(it);
+        if (valid) {
+            size_t kl, vl;
+            const uint8_t *k = sa__kv_iter_key(it, &kl);
+            const uint8_t *v = sa__kv_iter_value(it, &vl);
+            int end;
+            uint64_t rs = kl == 8 ? sa_get_u64be(k) : 0;
+            if (rs != seq + 1) {
+                rc = sa_err_set(err, SA_ECORRUPT, "WAL record %llu missing while applying state",
+                                (unsigned long long)(seq + 1));
+                goto done;
+            }
+            if ((rc = sa__walrec_decode(rs, v, vl, &op, &end, err)) != 0 ||
+                (rc = batch_op(b, E_STATE_OP, op, end, rs, err)) != 0)
+                goto done;
+            sa_op_free(op);
+            op = NULL;
+            seq = rs;
+            sa__kv_iter_next(it);
+        }
+        if (b->nents > 0 && (!valid || b->arena.len >= s->opt.large_chunk_bytes)) {
+            wgroup w;
+            sa_commit_result r;
+            wg_init(&w, s, s->kb);
+            w.use_overlay = b->needs_read > 0;
+            rc = wg_add(&w, b, &r, err);
+            uint8_t cnt[SA_WAL_COUNTERS_LEN];
+            sa__wal_counters_encode(cnt, s->first_seq, s->last_seq, s->wal_count, s->wal_bytes, seq);
+            sa__kv_batch_put(s->kb, SA_CF_META, SA_META_WAL, sizeof SA_META_WAL - 1, cnt, sizeof cnt);
+            if (rc == 0)
+                rc = sa__kv_write(s->kv, s->kb, 0, err);
+            sa__kv_batch_clear(s->kb);
+            wg_free(&w);
+            if (rc != 0)
+                goto done;
+            pthread_mutex_lock(&s->cmu);
+            s->state_seq = seq;
+            pthread_mutex_unlock(&s->cmu);
+            sa_batch_clear(b);
+        }
+        if (!valid)
+            break;
+    }
+    if ((rc = sa__kv_iter_status(it, err)) == 0 && seq != to)
+        rc = sa_err_set(err, SA_ECORRUPT, "WAL ends at %llu while applying state up to %llu",
+                        (unsigned long long)seq, (unsigned long long)to);
+done:
+    sa_op_free(op);
+    sa__kv_iter_free(it);
+    sa_batch_free(b);
+    return rc;
+}
+
+int sa_wal_append_source(sa_store *s, sa_op_source src, void *ctx, sa_batch *extra,
+                         sa_commit_result *res, sa_err *err)
+{
+    sa_buf rec;
+    sa_buf_init(&rec);
+    uint64_t n = 0, bytes = 0;
+    int rc = 0, committed = 0;
+    if (extra != NULL && extra->wal_ops != 0)
+        return sa_err_set(err, SA_EINVAL, "the extra batch of a large group must hold no WAL ops");
+    pthread_mutex_lock(&s->wmu);
+    const uint64_t first = s->last_seq + 1;
+    if (s->broken) {
+        rc = sa_err_set(err, SA_EIO, "store '%s' must be reopened after a failed write", s->dir);
+        goto done;
+    }
+    if (s->kb == NULL && (rc = sa__kv_batch_new(s->kv, &s->kb, err)) != 0)
+        goto done;
+    /* phase 1: records in chunks; a record is written once the next op
+     * shows it is not the last */
+    for (;;) {
+        const sa_op *op = NULL;
+        if ((rc = src(ctx, &op, err)) != 0)
+            goto done;
+        if (op == NULL)
+            break;
+        if ((rc = sa_op_validate(op, err)) != 0) {
+            sa_err_wrap(err, "op %llu of the group", (unsigned long long)n);
+            goto done;
+        }
+        if (rec.len > 0) {
+            uint8_t key[8];
+            sa_put_u64be(key, first + n - 1);
+            sa__kv_batch_put(s->kb, SA_CF_WAL, key, 8, rec.data, rec.len);
+            bytes += 8 + rec.len;
+            if (sa__kv_batch_bytes(s->kb) >= s->opt.large_chunk_bytes && (rc = chunk_flush(s, err)) != 0)
+                goto done;
+        }
+        sa_buf_reset(&rec);
+        uint8_t hdr[2] = {SA_WALREC_VERSION, 0};
+        if (sa_buf_put(&rec, hdr, 2) != 0) {
+            rc = sa_err_set(err, SA_ENOMEM, "out of memory");
+            goto done;
+        }
+        if ((rc = sa__op_encode_trusted(op, &rec, err)) != 0)
+            goto done;
+        n++;
+    }
+    if (n == 0) {
+        rc = sa_err_set(err, SA_EINVAL, "a WAL group needs at least one op");
+        goto done;
+    }
+    /* phase 2: the last record (group end), the extras, the counters */
+    rec.data[1] = SA_WALREC_GROUP_END;
+    uint8_t key[8];
+    const uint64_t last = first + n - 1;
+    sa_put_u64be(key, last);
+    sa__kv_batch_put(s->kb, SA_CF_WAL, key, 8, rec.data, rec.len);
+    bytes += 8 + rec.len;
+    wgroup w;
+    wg_init(&w, s, s->kb);
+    w.last_seq = last;
+    w.wal_count += n;
+    w.wal_bytes += bytes;
+    w.wal_touched = 1;
+    sa_commit_result er;
+    if (extra != NULL) {
+        w.use_overlay = extra->needs_read > 0;
+        if ((rc = wg_add(&w, extra, &er, err)) != 0) {
+            wg_free(&w);
+            goto done;
+        }
+    }
+    uint8_t cnt[SA_WAL_COUNTERS_LEN];
+    sa__wal_counters_encode(cnt, w.first_seq, last, w.wal_count, w.wal_bytes, s->state_seq);
+    sa__kv_batch_put(s->kb, SA_CF_META, SA_META_WAL, sizeof SA_META_WAL - 1, cnt, sizeof cnt);
+    rc = sa__kv_write(s->kv, s->kb, s->opt.durability != SA_DUR_NONE_UNSAFE, err);
+    sa__kv_batch_clear(s->kb);
+    if (rc == 0) {
+        committed = 1;
+        s->writes++;
+        pthread_mutex_lock(&s->cmu);
+        s->last_seq = last;
+        s->wal_count = w.wal_count;
+        s->wal_bytes = w.wal_bytes;
+        s->inbox_count = w.inbox_count;
+        s->inbox_bytes = w.inbox_bytes;
+        if (s->opt.durability != SA_DUR_NONE_UNSAFE)
+            s->durable_seq = last;
+        pthread_mutex_unlock(&s->cmu);
+    }
+    wg_free(&w);
+    if (rc != 0)
+        goto done;
+    /* phase 3 */
+    if ((rc = apply_state(s, last, err)) != 0) {
+        s->broken = 1;
+        sa_err_wrap(err, "group %llu..%llu is durable but its state is not applied; reopen "
+                    "the store to finish it", (unsigned long long)first, (unsigned long long)last);
+        goto done;
+    }
+    if (res != NULL) {
+        res->first_seq = first;
+        res->last_seq = last;
+        res->durable_seq = s->durable_seq;
+    }
+    if (extra != NULL)
+        sa_batch_clear(extra);
+done:
+    if (rc != 0 && !committed && s->kb != NULL) {
+        /* drop what phase 1 wrote: it is above last_seq and unreferenced */
+        sa__kv_batch_clear(s->kb);
+        uint8_t lo[8], hi[9] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+        sa_put_u64be(lo, first);
+        sa__kv_batch_del_range(s->kb, SA_CF_WAL, lo, 8, hi, 9);
+        sa_err ignore;
+        (void)sa__kv_write(s->kv, s->kb, 0, &ignore); /* open deletes them otherwise */
+        sa__kv_batch_clear(s->kb);
+    }
+    pthread_mutex_unlock(&s->wmu);
+    sa_buf_free(&rec);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------
  * Truncation, sync, checkpoint.
  * ------------------------------------------------------------------- */
 
@@ -1284,6 +1507,7 @@ void sa_store_options_init(sa_store_options *opt)
     opt->group_delay_us = 0;
     opt->group_max_batches = 256;
     opt->create_if_missing = 1;
+    opt->large_chunk_bytes = 4u << 20;
 }
 
 const char *sa_durability_name(sa_durability d)
@@ -1421,8 +1645,14 @@ static int load_counters(sa_store *s, sa_err *err)
         s->inbox_count++;
         s->inbox_bytes += kl + vl;
     }
-    rc = sa__kv_iter_status(it, err);
+    if ((rc = sa__kv_iter_status(it, err)) != 0)
+        goto done;
     s->durable_seq = s->last_seq;
+    if (s->state_seq < s->last_seq) { /* a large group's phase 3 was cut short */
+        if (s->kb == NULL && (rc = sa__kv_batch_new(s->kv, &s->kb, err)) != 0)
+            goto done;
+        rc = apply_state(s, s->last_seq, err);
+    }
 done:
     sa__kv_iter_free(it);
     sa__kv_batch_free(kb);
@@ -1524,6 +1754,8 @@ int sa_store_open(const char *dir, const sa_store_options *opt, sa_store **out, 
     s->opt = *opt;
     if (s->opt.group_max_batches == 0)
         s->opt.group_max_batches = 1;
+    if (s->opt.large_chunk_bytes < 4096)
+        s->opt.large_chunk_bytes = 4096;
     pthread_mutex_init(&s->wmu, NULL);
     pthread_mutex_init(&s->cmu, NULL);
     pthread_mutex_init(&s->qmu, NULL);

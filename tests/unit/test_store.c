@@ -912,6 +912,115 @@ static void test_store_commit_out_of_memory_is_clean(void **state)
     free(dir);
 }
 
+/* --- large groups --------------------------------------------------- */
+
+typedef struct big_src {
+    int n, i, fail_at;
+    tu_fields k, c;
+    char a[32], b[32];
+    sa_op op;
+} big_src;
+
+static int big_next(void *ctx, const sa_op **op, sa_err *err)
+{
+    big_src *bs = ctx;
+    if (bs->i == bs->fail_at)
+        return sa_err_set(err, SA_EIO, "source failed at op %d", bs->i);
+    if (bs->i == bs->n) {
+        *op = NULL;
+        return 0;
+    }
+    int id = bs->i % 700; /* rows are written several times within the group */
+    snprintf(bs->a, sizeof bs->a, "id=%d", id);
+    snprintf(bs->b, sizeof bs->b, "v=%d", bs->i);
+    const char *ks[] = {bs->a}, *cs[] = {bs->a, bs->b};
+    tu_fields_set(&bs->k, 1, ks);
+    tu_fields_set(&bs->c, 2, cs);
+    bs->op = tu_op(bs->i % 3 == 2 ? SA_OP_UPDATE : SA_OP_INSERT, T, &bs->k, &bs->c, (uint64_t)bs->i);
+    bs->i++;
+    *op = &bs->op;
+    return 0;
+}
+
+static void test_store_large_group_in_chunks(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir("large");
+    sa_store_options o;
+    sa_store_options_init(&o);
+    o.large_chunk_bytes = 16 << 10; /* many chunks */
+    sa_store *s = NULL;
+    sa_err err;
+    assert_int_equal(sa_store_open(dir, &o, &s, &err), 0);
+    put_row(s, 5000, "before");
+
+    /* a source that fails half-way: nothing of the group is visible */
+    big_src bs = {.n = 20000, .fail_at = 9000};
+    assert_int_equal(sa_wal_append_source(s, big_next, &bs, NULL, NULL, &err), SA_EIO);
+    assert_non_null(strstr(err.msg, "source failed"));
+    sa_wal_info wi;
+    sa_wal_info_get(s, &wi, NULL);
+    assert_int_equal(wi.last_seq, 1);
+    char buf[64];
+    assert_string_equal(row_v(s, 3, buf, sizeof buf), "<none>");
+
+    /* the whole group, with a cursor ack committed with it */
+    sa_batch *extra;
+    sa_batch_new(&extra, &err);
+    sa_batch_cursor_ack(extra, "ingest", 77, &err);
+    memset(&bs, 0, sizeof bs);
+    bs.n = 20000;
+    bs.fail_at = -1;
+    sa_commit_result r;
+    assert_int_equal(sa_wal_append_source(s, big_next, &bs, extra, &r, &err), 0);
+    assert_int_equal(r.first_seq, 2);
+    assert_int_equal(r.last_seq, 20001);
+    assert_int_equal(r.durable_seq, 20001);
+    sa_cursor c;
+    assert_int_equal(sa_cursor_get(s, "ingest", &c, &err), 0);
+    assert_int_equal(c.acked, 77);
+
+    /* one group: a single group end, at the last record */
+    collect *cl = calloc(1, sizeof *cl);
+    uint64_t next;
+    assert_int_equal(sa_wal_read(s, 2, 4000, 0, 1, NULL, NULL, &next, &err), 0);
+    assert_int_equal(next, 20002); /* whole_groups: the group is never split */
+    assert_int_equal(sa_wal_read(s, 19990, 0, 0, 0, collect_cb, cl, &next, &err), 0);
+    assert_int_equal(cl->n, 12);
+    for (size_t i = 0; i < cl->n; i++)
+        assert_int_equal(cl->ends[i], cl->seqs[i] == 20001);
+    free(cl);
+
+    /* state: row id holds the last op that wrote it; the snapshot is at the end */
+    assert_string_equal(row_v(s, 699, buf, sizeof buf), "19599");
+    assert_string_equal(row_v(s, 5000, buf, sizeof buf), "before");
+    sa_snapshot *sn;
+    assert_int_equal(sa_snapshot_open(s, &sn, &err), 0);
+    assert_int_equal(sa_snapshot_seq(sn), 20001);
+    sa_state_iter *it;
+    const sa_row *row;
+    int n = 0;
+    assert_int_equal(sa_state_iter_open(sn, T, &it, &err), 0);
+    while (sa_state_iter_next(it, &row, &err) == 1)
+        n++;
+    assert_int_equal(n, 701);
+    sa_state_iter_close(it);
+    sa_snapshot_close(sn);
+
+    /* ordinary commits carry on after it */
+    put_row(s, 1, "after");
+    sa_wal_info_get(s, &wi, NULL);
+    assert_int_equal(wi.last_seq, 20002);
+    assert_true(sa_batch_empty(extra));
+    sa_batch_free(extra);
+    sa_store_close(s);
+    s = tu_open(dir, SA_DUR_SYNC);
+    assert_string_equal(row_v(s, 1, buf, sizeof buf), "after");
+    sa_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 static void test_store_durability_names(void **state)
 {
     (void)state;
@@ -942,6 +1051,7 @@ int main(void)
         cmocka_unit_test(test_store_group_commit_coalesces),
         cmocka_unit_test(test_store_checkpoint_is_a_usable_copy),
         cmocka_unit_test(test_store_commit_out_of_memory_is_clean),
+        cmocka_unit_test(test_store_large_group_in_chunks),
         cmocka_unit_test(test_store_durability_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

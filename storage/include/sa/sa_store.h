@@ -55,6 +55,8 @@ typedef struct sa_store_options {
                                   * (commits arriving during a sync share the next) */
     uint32_t group_max_batches;  /* group: write as soon as this many wait; default 256 */
     int create_if_missing;       /* default 1 */
+    uint32_t large_chunk_bytes;  /* large groups are written in chunks of about
+                                  * this size; default 4 MiB */
 } sa_store_options;
 
 void sa_store_options_init(sa_store_options *opt /* out */);
@@ -139,6 +141,22 @@ int sa_store_commit(sa_store *s, sa_batch *b, sa_commit_result *res /* out, may 
 /* Convenience: one WAL group in its own batch. */
 int sa_wal_append(sa_store *s, const sa_op *ops, size_t n, sa_commit_result *res /* out */,
                   sa_err *err);
+
+/* A source of ops: *op is the next op (borrowed until the next call) or
+ * NULL at the end; a negative return aborts the append with that error. */
+typedef int (*sa_op_source)(void *ctx, const sa_op **op /* out */, sa_err *err);
+
+/*
+ * Append ONE WAL group of any size in bounded memory (a transaction of
+ * millions of rows): records are written in chunks that stay invisible
+ * until the group commits in one final synced write, together with
+ * `extra` (may be NULL; a batch without WAL ops: cursors, metadata).  The
+ * state is then brought up to date in chunks; snapshots wait for that, and
+ * a crash in between is finished by the next open.  Other writers wait
+ * while it runs.  On error nothing of the group is visible.
+ */
+int sa_wal_append_source(sa_store *s, sa_op_source src, void *ctx, sa_batch *extra,
+                         sa_commit_result *res /* out, may be NULL */, sa_err *err);
 
 /* Application metadata read; SA_ENOTFOUND when absent.  *val sa_free. */
 int sa_store_meta_get(sa_store *s, const char *key, void **val /* out */, size_t *len /* out */,
