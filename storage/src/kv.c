@@ -130,6 +130,12 @@ int sa__kv_probe(const char *dir, int *kind, char *why, size_t whylen, sa_err *e
 
 int sa__kv_open(const char *dir, int create, sa__kv **out, sa_err *err)
 {
+    return sa__kv_open_mode(dir, create ? SA_KV_CREATE : SA_KV_WRITE, out, err);
+}
+
+int sa__kv_open_mode(const char *dir, int mode, sa__kv **out, sa_err *err)
+{
+    int create = mode == SA_KV_CREATE;
     sa__kv *kv = sa_calloc(1, sizeof *kv);
     if (kv == NULL)
         return sa_err_set(err, SA_ENOMEM, "out of memory opening '%s'", dir);
@@ -152,7 +158,11 @@ int sa__kv_open(const char *dir, int create, sa__kv **out, sa_err *err)
     }
     rocksdb_column_family_handle_t *h[SA_CF_COUNT + 1];
     char *errstr = NULL;
-    kv->db = rocksdb_open_column_families(kv->opts, dir, SA_CF_COUNT + 1, names, cfo, h, &errstr);
+    if (mode == SA_KV_READONLY) /* no lock taken: works beside a running writer */
+        kv->db = rocksdb_open_for_read_only_column_families(kv->opts, dir, SA_CF_COUNT + 1, names,
+                                                             cfo, h, 0, &errstr);
+    else
+        kv->db = rocksdb_open_column_families(kv->opts, dir, SA_CF_COUNT + 1, names, cfo, h, &errstr);
     if (errstr != NULL) {
         int rc = kv_fail(err, errstr, "cannot open RocksDB");
         if (rc == SA_EBUSY)

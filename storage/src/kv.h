@@ -37,6 +37,8 @@ enum sa__kv_probe {
 
 int sa__kv_probe(const char *dir, int *kind /* out */, char *why, size_t whylen, sa_err *err);
 int sa__kv_open(const char *dir, int create, sa__kv **out /* out */, sa_err *err);
+enum sa__kv_mode { SA_KV_WRITE = 0, SA_KV_CREATE, SA_KV_READONLY };
+int sa__kv_open_mode(const char *dir, int mode, sa__kv **out /* out */, sa_err *err);
 void sa__kv_close(sa__kv *kv);
 
 /* found = 0 when the key is absent (not an error).  val replaced. */

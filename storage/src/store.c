@@ -997,7 +997,9 @@ static void write_group(sa_store *s, sa_batch **bs, size_t n, int *rcs, sa_err *
     sa_err gerr;
     int grc = 0;
     if (s->broken)
-        grc = sa_err_set(&gerr, SA_EIO, "store '%s' must be reopened after a failed write", s->dir);
+        grc = s->broken == 2 ? sa_err_set(&gerr, SA_EINVAL, "store '%s' is open read-only", s->dir)
+                             : sa_err_set(&gerr, SA_EIO, "store '%s' must be reopened after a "
+                                          "failed write", s->dir);
     else if (kb == NULL && (grc = sa__kv_batch_new(s->kv, &kb, &gerr)) == 0)
         s->kb = kb;
     wg_init(&w, s, kb);
@@ -1301,7 +1303,9 @@ int sa_wal_append_source(sa_store *s, sa_op_source src, void *ctx, sa_batch *ext
     pthread_mutex_lock(&s->wmu);
     const uint64_t first = s->last_seq + 1;
     if (s->broken) {
-        rc = sa_err_set(err, SA_EIO, "store '%s' must be reopened after a failed write", s->dir);
+        rc = s->broken == 2 ? sa_err_set(err, SA_EINVAL, "store '%s' is open read-only", s->dir)
+                            : sa_err_set(err, SA_EIO, "store '%s' must be reopened after a "
+                                         "failed write", s->dir);
         goto done;
     }
     if (s->kb == NULL && (rc = sa__kv_batch_new(s->kv, &s->kb, err)) != 0)
@@ -1421,6 +1425,8 @@ int sa_wal_truncate(sa_store *s, uint64_t below, sa_err *err)
     sa__kv_batch *kb = NULL;
     sa__kv_iter *it = NULL;
     int rc;
+    if (s->opt.read_only)
+        return sa_err_set(err, SA_EINVAL, "store '%s' is open read-only", s->dir);
     pthread_mutex_lock(&s->wmu);
     if (below > s->last_seq + 1)
         below = s->last_seq + 1;
@@ -1626,7 +1632,7 @@ static int load_counters(sa_store *s, sa_err *err)
     sa_put_u64be(lo, s->last_seq + 1);
     if ((rc = sa__kv_iter_new(s->kv, NULL, SA_CF_WAL, lo, 8, NULL, 0, &it, err)) != 0)
         goto done;
-    if (sa__kv_iter_valid(it)) {
+    if (sa__kv_iter_valid(it) && !s->opt.read_only) {
         if ((rc = sa__kv_batch_new(s->kv, &kb, err)) != 0)
             goto done;
         uint8_t hi[9] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
@@ -1648,7 +1654,7 @@ static int load_counters(sa_store *s, sa_err *err)
     if ((rc = sa__kv_iter_status(it, err)) != 0)
         goto done;
     s->durable_seq = s->last_seq;
-    if (s->state_seq < s->last_seq) { /* a large group's phase 3 was cut short */
+    if (s->state_seq < s->last_seq && !s->opt.read_only) { /* a large group's phase 3 was cut short */
         if (s->kb == NULL && (rc = sa__kv_batch_new(s->kv, &s->kb, err)) != 0)
             goto done;
         rc = apply_state(s, s->last_seq, err);
@@ -1741,7 +1747,7 @@ int sa_store_open(const char *dir, const sa_store_options *opt, sa_store **out, 
         return rc;
     if (kind == SA_KV_FOREIGN)
         return sa_err_set(err, SA_EFORMAT, "refusing to use '%s' as a data directory: %s", dir, why);
-    if (kind == SA_KV_ABSENT && !opt->create_if_missing)
+    if (kind == SA_KV_ABSENT && (!opt->create_if_missing || opt->read_only))
         return sa_err_set(err, SA_ENOTFOUND, "data directory '%s' does not exist", dir);
     if (kind == SA_KV_ABSENT && (rc = create_store_dir(dir, err)) != 0)
         return rc;
@@ -1760,10 +1766,12 @@ int sa_store_open(const char *dir, const sa_store_options *opt, sa_store **out, 
     pthread_mutex_init(&s->cmu, NULL);
     pthread_mutex_init(&s->qmu, NULL);
     pthread_cond_init(&s->qcond, NULL);
-    if ((rc = sa__kv_open(dir, 0, &s->kv, err)) != 0)
+    if ((rc = sa__kv_open_mode(dir, opt->read_only ? SA_KV_READONLY : SA_KV_WRITE, &s->kv, err)) != 0)
         goto fail;
     if ((rc = check_format(s, err)) != 0 || (rc = load_counters(s, err)) != 0)
         goto fail;
+    if (opt->read_only)
+        s->broken = 2; /* every write path checks it */
     *out = s;
     return 0;
 fail:

@@ -42,7 +42,7 @@ struct sa_store {
     uint64_t inbox_count, inbox_bytes;
     uint64_t durable_seq;
     uint64_t state_seq; /* state reflects the WAL up to here (S3) */
-    int broken;         /* a large group's state phase failed: reopen to redo */
+    int broken;         /* 1: a large group's state phase failed (reopen to redo); 2: read-only */
     struct sa__kv_batch *kb;          /* reused for every write (under wmu) */
     struct sa_batch *_Atomic spare;   /* a batch sa_wal_append may reuse */
     uint64_t writes; /* RocksDB writes made by commits (group commit shows in it) */

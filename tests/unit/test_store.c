@@ -155,6 +155,26 @@ static void test_store_second_open_is_busy(void **state)
     sa_err err;
     assert_int_equal(sa_store_open(dir, NULL, &s2, &err), SA_EBUSY);
     assert_non_null(strstr(err.msg, "in use"));
+    /* a read-only open works beside the writer, sees what was committed
+     * before it, and refuses writes */
+    put_row(s, 1, "one");
+    sa_store_options ro;
+    sa_store_options_init(&ro);
+    ro.read_only = 1;
+    assert_int_equal(sa_store_open(dir, &ro, &s2, &err), 0);
+    sa_wal_info wi;
+    sa_wal_info_get(s2, &wi, NULL);
+    assert_int_equal(wi.last_seq, 1);
+    char buf[64];
+    assert_string_equal(row_v(s2, 1, buf, sizeof buf), "one");
+    tu_fields k;
+    const char *ks[] = {"id=1"};
+    tu_fields_set(&k, 1, ks);
+    sa_op del = tu_op(SA_OP_DELETE, T, &k, NULL, 1);
+    assert_int_equal(sa_wal_append(s2, &del, 1, NULL, &err), SA_EINVAL);
+    assert_non_null(strstr(err.msg, "read-only"));
+    assert_int_equal(sa_wal_truncate(s2, 2, &err), SA_EINVAL);
+    sa_store_close(s2);
     sa_store_close(s);
     tu_rmrf(dir);
     free(dir);

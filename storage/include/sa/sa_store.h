@@ -57,6 +57,9 @@ typedef struct sa_store_options {
     int create_if_missing;       /* default 1 */
     uint32_t large_chunk_bytes;  /* large groups are written in chunks of about
                                   * this size; default 4 MiB */
+    int read_only;               /* open without the lock, beside a running
+                                  * writer; sees the database as of the open;
+                                  * every write fails with SA_EINVAL; default 0 */
 } sa_store_options;
 
 void sa_store_options_init(sa_store_options *opt /* out */);
