@@ -642,15 +642,23 @@ static int copy_row(void *ctx, const sa_op *op, sa_err *err)
     return 0;
 }
 
+enum copy_mode {
+    COPY_FIRST,  /* first start: then stream from the snapshot's position */
+    COPY_RESYNC, /* after a resync point: truncate ops of every table first */
+    COPY_ADDED,  /* tables added to a running set: only I4 is recorded */
+};
+
 /*
- * Copy the synced tables inside `snapshot` (exported at `lsn`) into the WAL
- * after a resync point when `resync` (truncate ops of every table first, so
- * edges drop what they had), recording I4 for each table.
+ * Copy `tables` inside `snapshot` (exported at `lsn`) into the WAL,
+ * recording I4 for each table.  COPY_RESYNC writes a resync point first
+ * (truncate ops of every table, so edges drop what they had).
  */
-static int copy_tables(ingest *ig, const char *snapshot, uint64_t lsn, int resync, sa_err *err)
+static int copy_tables(ingest *ig, char *const *tables, size_t ntables, const char *snapshot,
+                       uint64_t lsn, enum copy_mode mode, sa_err *err)
 {
-    copy_ctx cx = {.ig = ig, .lsn = lsn, .ntables = ig->cfg->ntables, .err = err};
-    cp_table **tabs = sa_calloc(ig->cfg->ntables + 1, sizeof *tabs);
+    copy_ctx cx = {.ig = ig, .lsn = lsn, .ntables = ntables, .err = err};
+    int resync = mode == COPY_RESYNC;
+    cp_table **tabs = sa_calloc(ntables + 1, sizeof *tabs);
     char l[REPL_LSN_STRLEN];
     int rc = tabs == NULL ? sa_err_set(err, SA_ENOMEM, "out of memory") : 0;
     if (rc == 0)
@@ -659,8 +667,8 @@ static int copy_tables(ingest *ig, const char *snapshot, uint64_t lsn, int resyn
         rc = cp_begin_snapshot(ig->pg, snapshot, err);
     if (rc != 0)
         goto done;
-    for (size_t i = 0; i < ig->cfg->ntables; i++) {
-        if ((rc = cp_table_load(ig->pg, ig->cfg->tables[i], &tabs[i], err)) != 0)
+    for (size_t i = 0; i < ntables; i++) {
+        if ((rc = cp_table_load(ig->pg, tables[i], &tabs[i], err)) != 0)
             goto done;
         if (tabs[i]->est_rows > 0)
             cx.est_total += (uint64_t)tabs[i]->est_rows;
@@ -674,12 +682,12 @@ static int copy_tables(ingest *ig, const char *snapshot, uint64_t lsn, int resyn
         snprintf(seq, sizeof seq, "%" PRIu64, wi.last_seq + 1);
         if ((rc = batch_meta_str(cx.b, INGEST_META_RESYNC_SEQ, seq, err)) != 0)
             goto done;
-        sa_op *tr = sa_calloc(ig->cfg->ntables, sizeof *tr);
+        sa_op *tr = sa_calloc(ntables, sizeof *tr);
         if (tr == NULL) {
             rc = sa_err_set(err, SA_ENOMEM, "out of memory");
             goto done;
         }
-        for (size_t i = 0; i < ig->cfg->ntables; i++) {
+        for (size_t i = 0; i < ntables; i++) {
             tr[i].origin = "pg";
             tr[i].kind = SA_OP_TRUNCATE;
             tr[i].table = tabs[i]->qualname;
@@ -687,14 +695,14 @@ static int copy_tables(ingest *ig, const char *snapshot, uint64_t lsn, int resyn
             tr[i].pg_lsn = lsn;
             sa_hlc_now(ig->hlc, &tr[i].hlc, NULL);
         }
-        rc = sa_batch_wal_append(cx.b, tr, ig->cfg->ntables, err);
+        rc = sa_batch_wal_append(cx.b, tr, ntables, err);
         sa_free(tr);
         if (rc != 0 || (rc = sa_store_commit(ig->store, cx.b, NULL, err)) != 0)
             goto done;
         say(ig, 1, "resync point at WAL seq %s: edges re-bootstrap from the snapshot", seq);
     }
     cx.started_ms = repl_clock_ms();
-    for (size_t i = 0; i < ig->cfg->ntables; i++) {
+    for (size_t i = 0; i < ntables; i++) {
         cx.table = tabs[i]->qualname;
         cx.rows = 0;
         if ((rc = cp_copy_table(ig->pg, tabs[i], copy_row, &cx, NULL, err)) != 0 ||
@@ -713,22 +721,26 @@ static int copy_tables(ingest *ig, const char *snapshot, uint64_t lsn, int resyn
     }
     cx.table = NULL;
     copy_progress(&cx, 1);
-    /* streaming starts at the snapshot's position */
-    if ((rc = batch_meta_str(cx.b, INGEST_META_STATE, "streaming", err)) != 0 ||
-        (rc = batch_meta_lsn(cx.b, INGEST_META_END_LSN, lsn, err)) != 0 ||
-        (rc = batch_meta_lsn(cx.b, INGEST_META_COMMIT_LSN, lsn, err)) != 0 ||
-        (rc = sa_store_commit(ig->store, cx.b, NULL, err)) != 0)
+    if (mode != COPY_ADDED) {
+        /* streaming starts at the snapshot's position */
+        if ((rc = batch_meta_str(cx.b, INGEST_META_STATE, "streaming", err)) != 0 ||
+            (rc = batch_meta_lsn(cx.b, INGEST_META_END_LSN, lsn, err)) != 0 ||
+            (rc = batch_meta_lsn(cx.b, INGEST_META_COMMIT_LSN, lsn, err)) != 0)
+            goto done;
+        ig->end_lsn = ig->commit_lsn = lsn;
+    }
+    if ((rc = sa_store_commit(ig->store, cx.b, NULL, err)) != 0)
         goto done;
-    ig->end_lsn = ig->commit_lsn = lsn;
-    say(ig, 2, "initial sync done: %" PRIu64 " rows in %zu table(s), streaming from %s",
-        cx.total_rows, cx.ntables, lsn_str(lsn, l));
+    say(ig, 2, "%s done: %" PRIu64 " rows in %zu table(s), snapshot at %s",
+        mode == COPY_ADDED ? "copy of added tables" : "initial sync", cx.total_rows, cx.ntables,
+        lsn_str(lsn, l));
 done:
     {
         sa_err e2;
         if (cp_end(ig->pg, &e2) != 0 && rc == 0)
             rc = sa_err_set(err, e2.code, "%s", e2.msg);
     }
-    for (size_t i = 0; tabs != NULL && i < ig->cfg->ntables; i++)
+    for (size_t i = 0; tabs != NULL && i < ntables; i++)
         cp_table_free(tabs[i]);
     sa_free(tabs);
     sa_batch_free(cx.b);
@@ -769,10 +781,49 @@ static int initial_sync(ingest *ig, int resync, sa_err *err)
     ig->confirmed_lsn = sc.consistent_point;
     say(ig, 2, "created replication slot \"%s\" at %s", ig->cfg->slot,
         lsn_str(sc.consistent_point, l));
-    rc = copy_tables(ig, sc.snapshot_name, sc.consistent_point, resync, err);
+    rc = copy_tables(ig, ig->cfg->tables, ig->cfg->ntables, sc.snapshot_name, sc.consistent_point,
+                     resync ? COPY_RESYNC : COPY_FIRST, err);
 done:
     sa_batch_free(b);
     repl_conn_close(rc_conn); /* after the copy: the snapshot lives while it is open */
+    return rc;
+}
+
+/*
+ * Tables added to the synced set since the last run: copy them inside the
+ * snapshot of a temporary slot taken now (at X >= the stream's position),
+ * and record I4 so the stream skips their changes committed at or before
+ * X — those are in the copy; later ones are not — neither lost nor doubled.
+ * The publication already includes them (ensure_publication ran first).
+ */
+static int copy_added_tables(ingest *ig, sa_err *err)
+{
+    char **added = sa_calloc(ig->cfg->ntables + 1, sizeof *added);
+    size_t nadded = 0;
+    repl_conn *c = NULL;
+    repl_slot_created sc;
+    int rc = added == NULL ? sa_err_set(err, SA_ENOMEM, "out of memory") : 0;
+    for (size_t i = 0; rc == 0 && i < ig->cfg->ntables; i++) {
+        pgck_table ti;
+        char qual[200];
+        if ((rc = pgck_table_info(ig->pg, ig->cfg->tables[i], &ti, err)) != 0)
+            break;
+        snprintf(qual, sizeof qual, "%s.%s", ti.schema, ti.name);
+        if (copied_lsn(ig, qual) == 0)
+            added[nadded++] = ig->cfg->tables[i];
+    }
+    if (rc != 0 || nadded == 0)
+        goto done;
+    char tmp[REPL_NAME_MAX + 1];
+    snprintf(tmp, sizeof tmp, "sa_copy_%d", (int)getpid());
+    if ((rc = repl_conn_open(ig->cfg->pg, &c, err)) != 0 ||
+        (rc = repl_create_slot_ex(c, tmp, true, true, &sc, err)) != 0)
+        goto done;
+    say(ig, 2, "%zu table(s) added to the synced set: copying them", nadded);
+    rc = copy_tables(ig, added, nadded, sc.snapshot_name, sc.consistent_point, COPY_ADDED, err);
+done:
+    repl_conn_close(c); /* the temporary slot goes with it */
+    sa_free(added);
     return rc;
 }
 
@@ -1049,6 +1100,8 @@ int ingest_run(const sa_bridge_config *cfg, volatile sig_atomic_t *stop, ingest_
         int need, must_drop;
         if ((rc = check_slot(ig, &need, &must_drop, err)) == 0 && need)
             rc = resync(ig, must_drop, err);
+        else if (rc == 0)
+            rc = copy_added_tables(ig, err);
     }
     if (rc != 0)
         goto done;

@@ -420,6 +420,12 @@ done:
 int repl_create_slot(repl_conn *c, const char *slot_name, bool export_snapshot,
                      repl_slot_created *out, sa_err *err)
 {
+    return repl_create_slot_ex(c, slot_name, export_snapshot, false, out, err);
+}
+
+int repl_create_slot_ex(repl_conn *c, const char *slot_name, bool export_snapshot, bool temporary,
+                        repl_slot_created *out, sa_err *err)
+{
     PGresult *res = NULL;
     char cmd[256];
     repl_slot_created s;
@@ -429,10 +435,12 @@ int repl_create_slot(repl_conn *c, const char *slot_name, bool export_snapshot,
         goto done;
     /* The name is [a-z0-9_]{1,63}: quoting it cannot be escaped from. */
     if (PQserverVersion(c->pg) >= 150000)
-        snprintf(cmd, sizeof cmd, "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput (SNAPSHOT '%s')",
-                 slot_name, export_snapshot ? "export" : "nothing");
+        snprintf(cmd, sizeof cmd,
+                 "CREATE_REPLICATION_SLOT \"%s\"%s LOGICAL pgoutput (SNAPSHOT '%s')", slot_name,
+                 temporary ? " TEMPORARY" : "", export_snapshot ? "export" : "nothing");
     else
-        snprintf(cmd, sizeof cmd, "CREATE_REPLICATION_SLOT \"%s\" LOGICAL pgoutput %s", slot_name,
+        snprintf(cmd, sizeof cmd, "CREATE_REPLICATION_SLOT \"%s\"%s LOGICAL pgoutput %s",
+                 slot_name, temporary ? " TEMPORARY" : "",
                  export_snapshot ? "EXPORT_SNAPSHOT" : "NOEXPORT_SNAPSHOT");
     rc = repl__command(c, cmd, PGRES_TUPLES_OK, "CREATE_REPLICATION_SLOT", &res, err);
     if (rc != 0) {

@@ -210,6 +210,11 @@ int repl_create_slot(repl_conn *c, const char *slot_name, bool export_snapshot,
                      repl_slot_created *out /* out */, sa_err *err);
 
 /* What repl_start asks pgoutput for.  Caller-allocated; borrowed. */
+/* As repl_create_slot; a temporary slot disappears with the connection
+ * (used to take a snapshot for copying a table added later). */
+int repl_create_slot_ex(repl_conn *c, const char *slot_name, bool export_snapshot, bool temporary,
+                        repl_slot_created *out /* out */, sa_err *err);
+
 typedef struct repl_start_opts {
     uint32_t proto_version;          /* REPL_PROTO_MIN..REPL_PROTO_MAX; 2 for streaming */
     bool streaming;                  /* stream in-progress transactions (proto >= 2) */

@@ -1,0 +1,381 @@
+/*
+ * ingest_util.h — helpers for the ingest integration tests: run sa-bridge
+ * as a real process, inspect its store read-only while it runs, wait for it
+ * to catch up, and compare its state with a table row for row.
+ * Header-only (static functions): each test binary is one file plus this.
+ */
+#ifndef SA_INGEST_UTIL_H
+#define SA_INGEST_UTIL_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "pg_harness.h"
+#include "repl.h"
+#include "sa/sa_alloc.h"
+#include "sa/sa_store.h"
+
+typedef struct it_bridge {
+    pid_t pid;
+    char data[1024];
+    char log[1100];
+} it_bridge;
+
+static inline int64_t it_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static inline void it_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Path of the sa-bridge binary (ctest sets SA_BINARY_DIR). */
+static inline const char *it_bridge_bin(void)
+{
+    static char path[1024];
+    const char *b = getenv("SA_BINARY_DIR");
+    snprintf(path, sizeof path, "%s/bridge/sa-bridge", b ? b : "build");
+    return path;
+}
+
+/* A fresh data directory path under $SA_TEST_TMPDIR (not created). */
+static inline void it_data_dir(char *out, size_t cap, const char *tag)
+{
+    const char *base = getenv("SA_TEST_TMPDIR");
+    char tmpl[1024];
+    snprintf(tmpl, sizeof tmpl, "%s/ingest-%s-XXXXXX", base && base[0] ? base : "/tmp", tag);
+    if (base && base[0]) {
+        char cmd[1100];
+        snprintf(cmd, sizeof cmd, "mkdir -p '%s'", base);
+        if (system(cmd) != 0)
+            fprintf(stderr, "cannot create %s\n", base);
+    }
+    if (mkdtemp(tmpl) == NULL)
+        snprintf(tmpl, sizeof tmpl, "/tmp/ingest-%s-%d", tag, (int)getpid());
+    snprintf(out, cap, "%s", tmpl);
+}
+
+static inline void it_rmrf(const char *path)
+{
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", path);
+}
+
+/*
+ * Start `sa-bridge run --pg conninfo --data data --tables tables
+ * --log-level debug [extra args...]` with its stderr appended to
+ * data/../<basename>.log (b->log).  extra: NULL-terminated argv tail.
+ */
+static inline int it_bridge_start(it_bridge *b, const char *conninfo, const char *data,
+                                  const char *tables, const char *const *extra)
+{
+    snprintf(b->data, sizeof b->data, "%s", data);
+    snprintf(b->log, sizeof b->log, "%s.log", data);
+    const char *argv[64];
+    int n = 0;
+    argv[n++] = it_bridge_bin();
+    argv[n++] = "run";
+    argv[n++] = "--pg";
+    argv[n++] = conninfo;
+    argv[n++] = "--data";
+    argv[n++] = data;
+    argv[n++] = "--tables";
+    argv[n++] = tables;
+    argv[n++] = "--log-level";
+    argv[n++] = "debug";
+    argv[n++] = "--no-progress";
+    for (int i = 0; extra != NULL && extra[i] != NULL && n < 62; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int fd = open(b->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    b->pid = pid;
+    return 0;
+}
+
+/* Send sig (0 = just reap if exited) and wait; returns the wait status. */
+static inline int it_bridge_stop(it_bridge *b, int sig)
+{
+    int status = 0;
+    if (b->pid <= 0)
+        return 0;
+    if (sig != 0)
+        kill(b->pid, sig);
+    waitpid(b->pid, &status, 0);
+    b->pid = 0;
+    return status;
+}
+
+/* Exited already?  Fills *status. */
+static inline int it_bridge_exited(it_bridge *b, int *status)
+{
+    if (b->pid <= 0)
+        return 1;
+    pid_t r = waitpid(b->pid, status, WNOHANG);
+    if (r == b->pid) {
+        b->pid = 0;
+        return 1;
+    }
+    return 0;
+}
+
+/* Peak resident set (VmHWM) of the running bridge, in kB; -1 if unknown. */
+static inline long it_bridge_peak_rss_kb(const it_bridge *b)
+{
+    char path[64], line[256];
+    long kb = -1;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)b->pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, "VmHWM:", 6) == 0)
+            kb = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kb;
+}
+
+/* Print the tail of the bridge's log (for failing tests). */
+static inline void it_bridge_dump_log(const it_bridge *b, int lines)
+{
+    char cmd[1300];
+    snprintf(cmd, sizeof cmd, "tail -n %d '%s' >&2", lines, b->log);
+    if (system(cmd) != 0)
+        fprintf(stderr, "(no log)\n");
+}
+
+/* Open the bridge's store read-only (works beside the running bridge). */
+static inline sa_store *it_store_ro(const char *data)
+{
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/store", data);
+    sa_store_options o;
+    sa_store_options_init(&o);
+    o.read_only = 1;
+    sa_store *s = NULL;
+    sa_err err;
+    if (sa_store_open(dir, &o, &s, &err) != 0)
+        return NULL;
+    return s;
+}
+
+/* One LSN-valued metadata key of the store (0 when absent or unreadable). */
+static inline uint64_t it_meta_lsn(const char *data, const char *key)
+{
+    sa_store *s = it_store_ro(data);
+    uint64_t lsn = 0;
+    if (s == NULL)
+        return 0;
+    void *v = NULL;
+    size_t len = 0;
+    sa_err err;
+    if (sa_store_meta_get(s, key, &v, &len, &err) == 0) {
+        if (repl_lsn_parse((const char *)v, &lsn, &err) != 0)
+            lsn = 0;
+        sa_free(v);
+    }
+    sa_store_close(s);
+    return lsn;
+}
+
+/* A single-value query on an ordinary connection; returns a malloc'd
+ * string (NULL on error or SQL NULL). */
+static inline char *it_query1(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    char *out = NULL;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0))
+        out = strdup(PQgetvalue(r, 0, 0));
+    else if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        fprintf(stderr, "query failed: %s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    return out;
+}
+
+static inline uint64_t it_lsn_query(PGconn *c, const char *sql)
+{
+    char *s = it_query1(c, sql);
+    uint64_t lsn = 0;
+    sa_err err;
+    if (s != NULL && repl_lsn_parse(s, &lsn, &err) != 0)
+        lsn = 0;
+    free(s);
+    return lsn;
+}
+
+/*
+ * Wait until the slot has confirmed everything the server has written up
+ * to now (the bridge confirms only what is durable in its WAL, and follows
+ * the server when idle).  1 when caught up, 0 on timeout.
+ */
+static inline int it_wait_caught_up(PGconn *c, const char *slot, int timeout_ms)
+{
+    uint64_t target = it_lsn_query(c, "SELECT pg_current_wal_lsn()");
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '%s'", slot);
+    for (int64_t end = it_now_ms() + timeout_ms; it_now_ms() < end; it_sleep_ms(100)) {
+        if (it_lsn_query(c, sql) >= target)
+            return 1;
+    }
+    return 0;
+}
+
+static int it_strcmp_p(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Compare the bridge's state rows of `table` ("schema.name") with the
+ * table itself, row for row and column for column in their text forms
+ * (col::text; NULL rendered apart from '').  Returns 1 when equal; else 0
+ * and prints the first difference.
+ */
+static inline int it_state_equals_table(const char *data, PGconn *c, const char *table)
+{
+    /* the table's rows, rendered "col=value|..." in column order */
+    char sql[2048];
+    const char *dot = strchr(table, '.');
+    char schema[256], rel[256];
+    snprintf(schema, sizeof schema, "%.*s", (int)(dot - table), table);
+    snprintf(rel, sizeof rel, "%s", dot + 1);
+    snprintf(sql, sizeof sql,
+             "SELECT string_agg(format('%%I', attname), ',' ORDER BY attnum), "
+             "string_agg(format('coalesce(%%L || ''='' || %%I::text, %%L)', attname, attname, "
+             "attname || '=\\N'), ' || ''|'' || ' ORDER BY attnum) "
+             "FROM pg_attribute WHERE attrelid = format('%%I.%%I', '%s', '%s')::regclass "
+             "AND attnum > 0 AND NOT attisdropped AND attgenerated = ''",
+             schema, rel);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        fprintf(stderr, "column query failed: %s", PQerrorMessage(c));
+        PQclear(r);
+        return 0;
+    }
+    char *cols = strdup(PQgetvalue(r, 0, 0));
+    char *expr = strdup(PQgetvalue(r, 0, 1));
+    PQclear(r);
+    char *q = malloc(strlen(expr) + 600);
+    sprintf(q, "SELECT %s FROM %s.%s", expr, PQescapeIdentifier(c, schema, strlen(schema)),
+            PQescapeIdentifier(c, rel, strlen(rel)));
+    r = PQexec(c, q);
+    free(q);
+    free(expr);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "row query failed: %s", PQerrorMessage(c));
+        PQclear(r);
+        free(cols);
+        return 0;
+    }
+    size_t npg = (size_t)PQntuples(r);
+    char **pg = calloc(npg + 1, sizeof *pg);
+    for (size_t i = 0; i < npg; i++)
+        pg[i] = strdup(PQgetvalue(r, (int)i, 0));
+    PQclear(r);
+
+    /* the state's rows, rendered the same way in the same column order */
+    size_t ncap = 1024, nst = 0;
+    char **st = calloc(ncap, sizeof *st);
+    sa_store *s = it_store_ro(data);
+    int ok = s != NULL;
+    sa_snapshot *sn = NULL;
+    sa_state_iter *it = NULL;
+    sa_err err;
+    if (ok && (sa_snapshot_open(s, &sn, &err) != 0 || sa_state_iter_open(sn, table, &it, &err) != 0))
+        ok = 0;
+    const sa_row *row;
+    while (ok && sa_state_iter_next(it, &row, &err) == 1) {
+        size_t cap = 256, len = 0;
+        char *line = malloc(cap);
+        line[0] = '\0';
+        char *save = NULL, *cl = strdup(cols);
+        int first = 1;
+        for (char *name = strtok_r(cl, ",", &save); name != NULL; name = strtok_r(NULL, ",", &save)) {
+            if (name[0] == '"') { /* format('%I') quoted it */
+                memmove(name, name + 1, strlen(name));
+                name[strlen(name) - 1] = '\0';
+            }
+            const sa_field *f = NULL;
+            for (uint32_t k = 0; k < row->ncols; k++)
+                if (strcmp(row->cols[k].name, name) == 0)
+                    f = &row->cols[k];
+            size_t need = len + strlen(name) + (f && f->val.kind == SA_VAL_TEXT ? f->val.len : 4) + 8;
+            if (need > cap) {
+                cap = need * 2;
+                line = realloc(line, cap);
+            }
+            len += (size_t)sprintf(line + len, "%s%s=", first ? "" : "|", name);
+            if (f == NULL || f->val.kind != SA_VAL_TEXT)
+                len += (size_t)sprintf(line + len, "%s", f == NULL ? "<absent>" : "\\N");
+            else {
+                memcpy(line + len, f->val.data, f->val.len);
+                len += f->val.len;
+                line[len] = '\0';
+            }
+            first = 0;
+        }
+        free(cl);
+        if (nst == ncap) {
+            ncap *= 2;
+            st = realloc(st, ncap * sizeof *st);
+        }
+        st[nst++] = line;
+    }
+    sa_state_iter_close(it);
+    sa_snapshot_close(sn);
+    sa_store_close(s);
+    free(cols);
+    if (ok) {
+        qsort(pg, npg, sizeof *pg, it_strcmp_p);
+        qsort(st, nst, sizeof *st, it_strcmp_p);
+        if (npg != nst) {
+            fprintf(stderr, "%s: table has %zu rows, state has %zu\n", table, npg, nst);
+            ok = 0;
+        }
+        for (size_t i = 0; ok && i < npg; i++)
+            if (strcmp(pg[i], st[i]) != 0) {
+                fprintf(stderr, "%s: first difference:\n  table: %.300s\n  state: %.300s\n", table,
+                        pg[i], st[i]);
+                ok = 0;
+            }
+    } else {
+        fprintf(stderr, "cannot read the bridge's state in %s\n", data);
+    }
+    for (size_t i = 0; i < npg; i++)
+        free(pg[i]);
+    for (size_t i = 0; i < nst; i++)
+        free(st[i]);
+    free(pg);
+    free(st);
+    return ok;
+}
+
+#endif /* SA_INGEST_UTIL_H */
