@@ -51,6 +51,7 @@
 #include "sa/sa_store.h"
 #include "txbuf.h"
 
+#define INGEST_META_SLOT_PENDING "ingest.slot_pending" /* about to create this slot */
 #define INGEST_PROTO 2 /* pgoutput protocol: streaming of large transactions */
 #define COPY_GROUP_ROWS 5000
 #define MAX_STREAMS 1024 /* concurrently streamed transactions we keep apart */
@@ -93,6 +94,7 @@ typedef struct ingest {
     size_t ncopied;
     /* stats */
     uint64_t txns, ops;
+    int fatal; /* bad input from the server or a failing store: no reconnect cures it */
 } ingest;
 
 /* ---------------------------------------------------------------------
@@ -754,9 +756,17 @@ static int initial_sync(ingest *ig, int resync, sa_err *err)
     repl_slot_created sc;
     sa_batch *b = NULL;
     char l[REPL_LSN_STRLEN];
-    int rc = repl_conn_open(ig->cfg->pg, &rc_conn, err);
+    /* recorded first: a crash between the slot's creation and the record
+     * of it below leaves a slot the next start knows to be ours */
+    int rc = sa_batch_new(&b, err);
+    if (rc == 0)
+        rc = batch_meta_str(b, INGEST_META_SLOT_PENDING, ig->cfg->slot, err);
+    if (rc == 0)
+        rc = sa_store_commit(ig->store, b, NULL, err);
+    if (rc == 0)
+        rc = repl_conn_open(ig->cfg->pg, &rc_conn, err);
     if (rc != 0)
-        return rc;
+        goto done;
     if ((rc = repl_create_slot(rc_conn, ig->cfg->slot, true, &sc, err)) != 0) {
         if (rc == SA_EEXISTS)
             sa_err_wrap(err, "replication slot \"%s\" exists but this data directory did not "
@@ -767,8 +777,7 @@ static int initial_sync(ingest *ig, int resync, sa_err *err)
     snprintf(ig->slot_name, sizeof ig->slot_name, "%s", ig->cfg->slot);
     /* record the slot as ours before anything else: a crash from here on
      * leaves a slot we may drop and recreate */
-    if ((rc = sa_batch_new(&b, err)) != 0 ||
-        (rc = batch_meta_str(b, INGEST_META_SLOT, ig->cfg->slot, err)) != 0 ||
+    if ((rc = batch_meta_str(b, INGEST_META_SLOT, ig->cfg->slot, err)) != 0 ||
         (rc = batch_meta_lsn(b, INGEST_META_SLOT_LSN, sc.consistent_point, err)) != 0 ||
         (rc = batch_meta_str(b, INGEST_META_SYSID, ig->sysid, err)) != 0 ||
         (rc = batch_meta_lsn(b, INGEST_META_CONFIRMED, sc.consistent_point, err)) != 0 ||
@@ -934,8 +943,10 @@ static int session(ingest *ig, sa_err *err)
         const pgo_msg *m;
         if ((rc = pgo_decode(ig->dec, f.payload, f.payload_len, f.data_start, &m, err)) != 0 ||
             (rc = handle_msg(ig, m, err)) != 0) {
-            /* bad input from the server, or our store failing: fatal */
-            return rc == SA_ENOMEM || rc == SA_EIO ? rc : (rc == SA_EPROTO ? SA_EPROTO : rc);
+            /* bad input from the server (never guessed around), or our store
+             * failing: stop, naming what and where */
+            ig->fatal = 1;
+            return rc;
         }
     }
     return 0;
@@ -1088,6 +1099,19 @@ int ingest_run(const sa_bridge_config *cfg, volatile sig_atomic_t *stop, ingest_
         goto done;
 
     if (!slot_known) {
+        char pending[REPL_NAME_MAX + 1];
+        bool exists = false;
+        repl_slot_info si;
+        if ((rc = meta_get_str(ig, INGEST_META_SLOT_PENDING, pending, sizeof pending, &found,
+                               err)) != 0 ||
+            (rc = repl_slot_get(ig->pg, cfg->slot, &exists, &si, err)) != 0)
+            goto done;
+        if (exists && strcmp(pending, cfg->slot) == 0) {
+            /* created by our previous start, which stopped before recording it */
+            say(ig, 1, "dropping slot \"%s\" left by an interrupted first start", cfg->slot);
+            if ((rc = repl_slot_drop(ig->pg, cfg->slot, err)) != 0)
+                goto done;
+        }
         rc = initial_sync(ig, 0, err); /* first start */
     } else if (strcmp(state, "streaming") != 0) {
         say(ig, 1, "the initial sync was interrupted: starting it again");
@@ -1112,7 +1136,7 @@ int ingest_run(const sa_bridge_config *cfg, volatile sig_atomic_t *stop, ingest_
         ig->rc = NULL;
         if (rc == 0 || *stop)
             break;
-        if (!transient(rc))
+        if (ig->fatal || !transient(rc))
             goto done;
         uint64_t delay;
         say(ig, 1, "replication connection lost: %s", err->msg);
