@@ -1,35 +1,471 @@
 /*
- * main.c — sa-bridge's command line: dispatches to the daemon and admin
- * commands.  Only the dispatch exists yet; each command arrives with its
- * issue and until then says plainly that it is not built and did nothing.
+ * main.c — sa-bridge's command line: dispatches to the daemon (run) and the
+ * admin commands.  This is the only place that prints: the modules return
+ * errors, main words them for people.  Commands not built yet say so plainly
+ * and do nothing.
  *
- * Exit status: 0 success, 1 could not write output, 2 command not available
- * yet, 64 usage error (EX_USAGE, as sysexits.h numbers it).
+ * Exit status: 0 success (run: stopped cleanly), 1 runtime error (the
+ * message is on standard error; also: could not write output), 2 command
+ * not available yet, 64 usage error (EX_USAGE, as sysexits.h numbers it).
  */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli_slot.h"
+#include "cli_wal.h"
+#include "config.h"
+#include "ingest.h"
+#include "sa/sa_err.h"
 
 #ifndef SA_VERSION
 #define SA_VERSION "0.1.0" /* CMake passes the project version */
 #endif
 
+#define EXIT_RUNTIME 1
 #define EXIT_UNAVAILABLE 2
 #define EXIT_USAGE 64
+
+/* ====================================================================== */
+/* Output helpers                                                         */
+/* ====================================================================== */
+
+/* Flush stdout and report a failed write (a full disk, a closed pipe) instead
+ * of exiting 0 with the output lost. */
+static int finish_stdout(void)
+{
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "sa-bridge: could not write to standard output\n");
+        return EXIT_RUNTIME;
+    }
+    return 0;
+}
+
+/* Print text wrapped at 80 columns, each line indented by `indent`. */
+static void wrap(FILE *f, int indent, const char *text)
+{
+    const int width = 80 - indent;
+    const char *p = text;
+    while (*p != '\0') {
+        while (*p == ' ')
+            p++;
+        int len = (int)strlen(p);
+        int cut = len;
+        if (len > width) {
+            cut = width;
+            while (cut > 0 && p[cut] != ' ')
+                cut--;
+            if (cut == 0) /* one word longer than a line */
+                cut = width;
+        }
+        fprintf(f, "%*s%.*s\n", indent, "", cut, p);
+        p += cut;
+    }
+}
+
+/* ====================================================================== */
+/* Logging (run)                                                          */
+/* ====================================================================== */
+
+typedef struct log_ctx {
+    int level;    /* messages above it are dropped */
+    int progress; /* 1: the progress line is redrawn in place (a terminal) */
+    int redrawn;  /* a progress line is on screen without its newline */
+} log_ctx;
+
+/* Log lines may come from several threads; one line is one locked write. */
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/*
+ * "2026-11-25T22:10:00Z sa-bridge info: msg" on stderr.  The progress line
+ * (INGEST_LOG_PROGRESS) is redrawn in place on a terminal ("\r", erase to the
+ * end of line) until the next ordinary line; otherwise it is logged as a
+ * plain info line.
+ */
+static void log_line(void *ctx, int level, const char *msg)
+{
+    log_ctx *lc = ctx;
+    int progress = level == INGEST_LOG_PROGRESS;
+    int show = progress ? lc->progress || lc->level >= 2 : level <= lc->level;
+    if (!show)
+        return;
+    char stamp[32] = "";
+    time_t now = time(NULL);
+    struct tm tm;
+    if (gmtime_r(&now, &tm) != NULL)
+        strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    const char *name = progress ? "progress" : cfg_log_level_name(level);
+    pthread_mutex_lock(&log_mu);
+    if (progress && lc->progress) {
+        fprintf(stderr, "\r%s sa-bridge %s: %s\033[K", stamp, name, msg);
+        lc->redrawn = 1;
+    } else {
+        fprintf(stderr, "%s%s sa-bridge %s: %s\n", lc->redrawn ? "\n" : "", stamp, name, msg);
+        lc->redrawn = 0;
+    }
+    fflush(stderr);
+    pthread_mutex_unlock(&log_mu);
+}
+
+/* ====================================================================== */
+/* run                                                                    */
+/* ====================================================================== */
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void run_usage(FILE *f)
+{
+    sa_bridge_config def;
+    int have_def = cfg_defaults(&def, NULL) == 0;
+    fprintf(f, "usage: sa-bridge run --data DIR [--pg CONNINFO] [options]\n\n");
+    wrap(f, 0,
+         "Attach to a PostgreSQL database and record every committed change of the synced "
+         "tables durably in the bridge's WAL (logical replication, pgoutput): check the "
+         "server's preconditions, create or reuse the publication and the replication slot, "
+         "copy the tables once, then stream. Runs until SIGINT or SIGTERM, then stops "
+         "cleanly; a second signal ends it at once (nothing is lost: the next start resumes).");
+    fprintf(f, "\noptions:\n");
+    const cfg_option *o;
+    for (size_t i = 0; (o = cfg_option_at(i)) != NULL; i++) {
+        fprintf(f, "  --%s%s%s\n", o->name, o->arg != NULL ? " " : "",
+                o->arg != NULL ? o->arg : "");
+        wrap(f, 6, o->help);
+        char val[512];
+        if (have_def && cfg_format_value(&def, o->name, val, sizeof val, NULL) == 0 &&
+            val[0] != '\0' && strcmp(val, "(none)") != 0)
+            fprintf(f, "      (default: %s)\n", val);
+    }
+    fprintf(f, "\nconfig file (--config FILE):\n");
+    wrap(f, 2,
+         "One setting a line, \"key = value\"; keys are the option names above without "
+         "\"--\" (pg, data, slot, publication, tables, durability, status-interval-ms, "
+         "dead-after-ms, retry-base-ms, retry-cap-ms, txn-memory-kb, progress, log-level). "
+         "Blanks around key and value are ignored; the value is the rest of the line, taken "
+         "as it is (no quotes needed, no comment after it). Lines whose first character is "
+         "# are comments; blank lines are ignored. Each key at most once; an unknown key or "
+         "a bad value is an error naming the file, line and key. The command line overrides "
+         "the file. --config, --no-progress and --help exist only on the command line. "
+         "Example:");
+    fprintf(f, "\n"
+               "    # /etc/sa-bridge.conf\n"
+               "    pg = host=db.example.com dbname=shop user=sa_bridge\n"
+               "    data = /var/lib/sa-bridge\n"
+               "    tables = public.items, public.orders\n"
+               "    durability = group\n");
+    fprintf(f, "\nenvironment:\n");
+    wrap(f, 2,
+         "libpq reads the standard PG* variables: PGHOST, PGPORT, PGDATABASE, PGUSER, "
+         "PGPASSWORD (or PGPASSFILE / ~/.pgpass), PGSSLMODE, PGAPPNAME, PGCONNECT_TIMEOUT "
+         "and the others. Without --pg they are the whole connection; with --pg they fill "
+         "in what it leaves out.");
+    fprintf(f, "\nexit status:\n");
+    wrap(f, 2,
+         "0 stopped cleanly, 1 runtime error (the message is on standard error), 64 usage "
+         "error.");
+    if (have_def)
+        cfg_free(&def);
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    sa_bridge_config cfg;
+    sa_err err;
+    int help = 0;
+    int status = EXIT_RUNTIME;
+    if (cfg_defaults(&cfg, &err) != 0) {
+        fprintf(stderr, "sa-bridge run: %s\n", err.msg);
+        return EXIT_RUNTIME;
+    }
+    int rc = cfg_parse_run_args(&cfg, argc, argv, &help, &err);
+    if (rc != 0) {
+        fprintf(stderr, "sa-bridge run: %s (see sa-bridge run --help)\n", err.msg);
+        status = rc == SA_ENOMEM ? EXIT_RUNTIME : EXIT_USAGE;
+        goto done;
+    }
+    if (help) {
+        run_usage(stdout);
+        status = finish_stdout();
+        goto done;
+    }
+    if (cfg.progress < 0)
+        cfg.progress = isatty(STDERR_FILENO) ? 1 : 0;
+
+    /* SIGINT/SIGTERM ask for a clean stop; SA_RESETHAND makes a second one
+     * end the process at once (safe: every durable step is atomic). */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART | SA_RESETHAND;
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) {
+        fprintf(stderr, "sa-bridge run: cannot install signal handlers: %s\n", strerror(errno));
+        goto done;
+    }
+
+    log_ctx lc = {cfg.log_level, cfg.progress, 0};
+    char msg[256];
+    snprintf(msg, sizeof msg, "sa-bridge %s starting (data %.100s, slot %s, durability %s)",
+             SA_VERSION, cfg.data, cfg.slot, sa_durability_name(cfg.durability));
+    log_line(&lc, 2, msg);
+    sa_err_clear(&err);
+    rc = ingest_run(&cfg, &stop_requested, log_line, &lc, &err);
+    if (rc != 0) {
+        log_line(&lc, 0, err.msg[0] != '\0' ? err.msg : sa_err_str(rc));
+        status = EXIT_RUNTIME;
+    } else {
+        log_line(&lc, 2, "stopped cleanly");
+        status = 0;
+    }
+done:
+    cfg_free(&cfg);
+    return status;
+}
+
+/* ====================================================================== */
+/* Flags of the admin commands                                            */
+/* ====================================================================== */
+
+typedef struct flag {
+    const char *name; /* without "--" */
+    const char *arg;  /* NULL for a switch */
+    const char *help;
+    const char *value; /* set by parse_flags: the value, or "" for a switch */
+} flag;
+
+/*
+ * Strict: --name VALUE / --name=VALUE / --switch; unknown, duplicate or
+ * positional arguments are errors.  --help / -h set *help.  Returns 0, or
+ * EXIT_USAGE after printing why.
+ */
+static int parse_flags(const char *cmd, int argc, char **argv, flag *flags, size_t n, int *help)
+{
+    *help = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            *help = 1;
+            return 0;
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "sa-bridge %s: unexpected argument '%s' (see sa-bridge %s --help)\n",
+                    cmd, a, cmd);
+            return EXIT_USAGE;
+        }
+        const char *name = a + 2;
+        const char *eq = strchr(name, '=');
+        size_t nlen = eq != NULL ? (size_t)(eq - name) : strlen(name);
+        flag *fl = NULL;
+        for (size_t k = 0; k < n; k++)
+            if (strlen(flags[k].name) == nlen && strncmp(flags[k].name, name, nlen) == 0)
+                fl = &flags[k];
+        if (fl == NULL) {
+            fprintf(stderr, "sa-bridge %s: unknown option '%s' (see sa-bridge %s --help)\n", cmd, a,
+                    cmd);
+            return EXIT_USAGE;
+        }
+        if (fl->value != NULL) {
+            fprintf(stderr, "sa-bridge %s: option '--%s' given twice\n", cmd, fl->name);
+            return EXIT_USAGE;
+        }
+        if (fl->arg == NULL) {
+            if (eq != NULL) {
+                fprintf(stderr, "sa-bridge %s: option '--%s' takes no value\n", cmd, fl->name);
+                return EXIT_USAGE;
+            }
+            fl->value = "";
+        } else if (eq != NULL) {
+            fl->value = eq + 1;
+        } else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
+            fl->value = argv[++i];
+        } else {
+            fprintf(stderr, "sa-bridge %s: option '--%s' needs a value (%s)\n", cmd, fl->name,
+                    fl->arg);
+            return EXIT_USAGE;
+        }
+    }
+    return 0;
+}
+
+static void flags_usage(FILE *f, const char *synopsis, const char *about, const flag *flags,
+                        size_t n)
+{
+    fprintf(f, "usage: %s\n\n", synopsis);
+    wrap(f, 0, about);
+    fprintf(f, "\noptions:\n");
+    for (size_t k = 0; k < n; k++) {
+        fprintf(f, "  --%s%s%s\n", flags[k].name, flags[k].arg != NULL ? " " : "",
+                flags[k].arg != NULL ? flags[k].arg : "");
+        wrap(f, 6, flags[k].help);
+    }
+}
+
+/* Strict unsigned decimal for --from / --limit. */
+static int parse_u64(const char *cmd, const char *name, const char *s, uint64_t *out)
+{
+    int ok = s[0] != '\0';
+    for (const char *p = s; *p != '\0'; p++)
+        ok = ok && *p >= '0' && *p <= '9';
+    errno = 0;
+    unsigned long long v = ok ? strtoull(s, NULL, 10) : 0;
+    if (!ok || errno == ERANGE) {
+        fprintf(stderr, "sa-bridge %s: --%s: '%s' is not a whole number\n", cmd, name, s);
+        return EXIT_USAGE;
+    }
+    *out = v;
+    return 0;
+}
+
+/* ====================================================================== */
+/* wal                                                                    */
+/* ====================================================================== */
+
+static int cmd_wal(int argc, char **argv)
+{
+    flag flags[] = {
+        {"data", "DIR", "Data directory of the bridge (its store is DIR/store). Required.", NULL},
+        {"from", "SEQ", "Start at this WAL seq (default: the oldest retained).", NULL},
+        {"limit", "N", "Print at most N ops (default: all).", NULL},
+        {"json", NULL,
+         "One JSON object a line: the op's wire form with \"seq\" (the WAL seq), \"origin\", "
+         "\"kind\", \"table\", \"key\", \"cols\", \"commit_lsn\" (X/X), \"xid\", "
+         "\"commit_time\" (microseconds since 1970) and \"group_end\" (last op of its "
+         "transaction).",
+         NULL},
+        {"help", NULL, "Show this help and exit.", NULL},
+    };
+    enum { F_DATA, F_FROM, F_LIMIT, F_JSON, F_N = sizeof flags / sizeof flags[0] };
+    int help;
+    int status = parse_flags("wal", argc, argv, flags, F_N, &help);
+    if (status != 0)
+        return status;
+    if (help) {
+        flags_usage(stdout, "sa-bridge wal --data DIR [--from SEQ] [--limit N] [--json]",
+                    "Print the ops of the bridge's WAL, oldest first, one a line: "
+                    "\"SEQ KIND TABLE key={...} cols={...}\" followed by the commit LSN and xid "
+                    "of ops from PostgreSQL and \"end\" on the last op of each transaction. "
+                    "Opens the store read-only: safe while the bridge runs (it shows what was "
+                    "committed when it started). Exit status: 0 done, 1 error, 64 usage error.",
+                    flags, F_N);
+        return finish_stdout();
+    }
+    uint64_t from = 0, limit = 0;
+    if (flags[F_DATA].value == NULL || flags[F_DATA].value[0] == '\0') {
+        fprintf(stderr, "sa-bridge wal: --data is required (see sa-bridge wal --help)\n");
+        return EXIT_USAGE;
+    }
+    if ((flags[F_FROM].value != NULL &&
+         parse_u64("wal", "from", flags[F_FROM].value, &from) != 0) ||
+        (flags[F_LIMIT].value != NULL &&
+         parse_u64("wal", "limit", flags[F_LIMIT].value, &limit) != 0))
+        return EXIT_USAGE;
+    sa_err err;
+    int rc =
+        cli_wal_print(flags[F_DATA].value, from, limit, flags[F_JSON].value != NULL, stdout, &err);
+    status = finish_stdout();
+    if (rc != 0) {
+        fprintf(stderr, "sa-bridge wal: %s\n", err.msg);
+        return EXIT_RUNTIME;
+    }
+    return status;
+}
+
+/* ====================================================================== */
+/* drop-slot                                                              */
+/* ====================================================================== */
+
+static int cmd_drop_slot(int argc, char **argv)
+{
+    flag flags[] = {
+        {"pg", "CONNINFO",
+         "PostgreSQL connection (libpq key=value string or postgresql:// URI); without it the "
+         "PG* environment variables are used.",
+         NULL},
+        {"data", "DIR",
+         "Drop the slot the bridge recorded in this data directory (read-only open: the "
+         "bridge may run, but a running bridge holds its slot, which cannot then be dropped).",
+         NULL},
+        {"slot", "NAME", "Drop the slot of this name (wins over --data).", NULL},
+        {"help", NULL, "Show this help and exit.", NULL},
+    };
+    enum { F_PG, F_DATA, F_SLOT, F_N = sizeof flags / sizeof flags[0] };
+    int help;
+    int status = parse_flags("drop-slot", argc, argv, flags, F_N, &help);
+    if (status != 0)
+        return status;
+    if (help) {
+        flags_usage(stdout, "sa-bridge drop-slot [--pg CONNINFO] (--slot NAME | --data DIR)",
+                    "Drop a logical replication slot: the one named by --slot, or the one the "
+                    "bridge created and recorded in its data directory. Nothing else is ever "
+                    "dropped: with neither, or when the directory records no slot, it is an "
+                    "error. The publication and the bridge's data stay as they are. A bridge "
+                    "that starts again afterwards finds its slot gone and rebuilds from a "
+                    "fresh initial sync. Exit status: 0 dropped, 1 error, 64 usage error.",
+                    flags, F_N);
+        return finish_stdout();
+    }
+    const char *slot = flags[F_SLOT].value;
+    char recorded[REPL_NAME_MAX + 1];
+    sa_err err;
+    if (slot == NULL && flags[F_DATA].value == NULL) {
+        fprintf(stderr, "sa-bridge drop-slot: name the slot with --slot NAME, or give --data DIR "
+                        "to drop the slot the bridge recorded there\n");
+        return EXIT_USAGE;
+    }
+    if (slot != NULL && repl_slot_name_check(slot, &err) != 0) {
+        fprintf(stderr, "sa-bridge drop-slot: --slot: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    if (slot == NULL) {
+        if (cli_recorded_slot(flags[F_DATA].value, recorded, &err) != 0) {
+            fprintf(stderr, "sa-bridge drop-slot: %s%s\n", err.msg,
+                    err.code == SA_ENOTFOUND ? "; name the slot with --slot NAME" : "");
+            return EXIT_RUNTIME;
+        }
+        slot = recorded;
+    }
+    const char *pg = flags[F_PG].value != NULL ? flags[F_PG].value : "";
+    if (cli_drop_slot(pg, slot, &err) != 0) {
+        fprintf(stderr, "sa-bridge drop-slot: cannot drop replication slot \"%s\": %s\n", slot,
+                err.msg);
+        return EXIT_RUNTIME;
+    }
+    printf("dropped replication slot \"%s\"\n", slot);
+    return finish_stdout();
+}
+
+/* ====================================================================== */
+/* Dispatch                                                               */
+/* ====================================================================== */
 
 typedef struct command {
     const char *name;
     const char *summary;
-    /* What the stub prints to stderr, after "sa-bridge: ", when run; NULL
-     * once the command exists (it then gets a function here). */
+    /* argv[0] is the command name.  NULL while the command is not built. */
+    int (*fn)(int argc, char **argv);
+    /* What the stub prints to stderr, after "sa-bridge: ", when fn is NULL. */
     const char *unavailable;
 } command;
 
 static const command commands[] = {
-    {"run", "stream changes from PostgreSQL and serve edges over HTTP",
-     "ingest is not built yet (see the ingest issue); nothing was started"},
-    {"drop-slot", "drop the bridge's replication slot and publication",
-     "drop-slot is not built yet; nothing was dropped"},
-    {"status", "show replication lag and per-edge progress",
+    {"run", "stream changes from PostgreSQL into the bridge's durable WAL", cmd_run, NULL},
+    {"wal", "print the ops of the bridge's WAL (works while it runs)", cmd_wal, NULL},
+    {"drop-slot", "drop the bridge's replication slot (recorded, or --slot NAME)", cmd_drop_slot,
+     NULL},
+    {"status", "show replication lag and per-edge progress", NULL,
      "status is not built yet; nothing was read"},
 };
 
@@ -44,18 +480,8 @@ static void usage(FILE *f)
                "commands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %-10s  %s%s\n", commands[i].name, commands[i].summary,
-                commands[i].unavailable != NULL ? " (not yet available)" : "");
-}
-
-/* Flush stdout and report a failed write (a full disk, a closed pipe) instead
- * of exiting 0 with the output lost. */
-static int finish_stdout(void)
-{
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "sa-bridge: could not write to standard output\n");
-        return 1;
-    }
-    return 0;
+                commands[i].fn == NULL ? " (not yet available)" : "");
+    fprintf(f, "\n'sa-bridge <command> --help' describes a command and its options.\n");
 }
 
 int main(int argc, char **argv)
@@ -78,10 +504,13 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     for (size_t i = 0; i < N_COMMANDS; i++) {
-        if (strcmp(arg, commands[i].name) == 0) {
+        if (strcmp(arg, commands[i].name) != 0)
+            continue;
+        if (commands[i].fn == NULL) {
             fprintf(stderr, "sa-bridge: %s\n", commands[i].unavailable);
             return EXIT_UNAVAILABLE;
         }
+        return commands[i].fn(argc - 1, argv + 1);
     }
     fprintf(stderr, "sa-bridge: unknown command '%s' (see sa-bridge --help)\n", arg);
     return EXIT_USAGE;
