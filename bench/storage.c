@@ -258,6 +258,9 @@ static int ref_open(refdb *r, const char *dir, int sync, char **errstr)
     rocksdb_options_set_wal_recovery_mode(r->opts, 2 /* kPointInTimeRecovery */);
     rocksdb_options_increase_parallelism(r->opts, 2);
     rocksdb_options_set_max_background_jobs(r->opts, 2);
+    rocksdb_options_set_write_buffer_size(r->opts, 16u << 20); /* as kv.c */
+    rocksdb_options_set_db_write_buffer_size(r->opts, 64u << 20);
+    rocksdb_options_set_max_write_buffer_number(r->opts, 2);
     for (int c = 0; c < REF_NCF; c++)
         cfo[c] = r->opts;
     r->db = rocksdb_open_column_families(r->opts, dir, REF_NCF, names, cfo, r->cf, errstr);

@@ -25,6 +25,7 @@ struct sa__kv {
     rocksdb_writeoptions_t *wo_nosync;
     rocksdb_readoptions_t *ro;
     rocksdb_column_family_handle_t *cf[SA_CF_COUNT + 1]; /* [SA_CF_COUNT] = default */
+    int read_only;
 };
 
 struct sa__kv_batch {
@@ -147,6 +148,11 @@ int sa__kv_open_mode(const char *dir, int mode, sa__kv **out, sa_err *err)
     rocksdb_options_set_wal_recovery_mode(kv->opts, 2 /* kPointInTimeRecovery */);
     rocksdb_options_increase_parallelism(kv->opts, 2);
     rocksdb_options_set_max_background_jobs(kv->opts, 2);
+    /* Bounded memory (contract 7): memtables of all column families share
+     * 64 MiB, each at most 16 MiB, instead of RocksDB's 64 MiB per family. */
+    rocksdb_options_set_write_buffer_size(kv->opts, 16u << 20);
+    rocksdb_options_set_db_write_buffer_size(kv->opts, 64u << 20);
+    rocksdb_options_set_max_write_buffer_number(kv->opts, 2);
 
     const char *names[SA_CF_COUNT + 1];
     const rocksdb_options_t *cfo[SA_CF_COUNT + 1];
@@ -171,6 +177,7 @@ int sa__kv_open_mode(const char *dir, int mode, sa__kv **out, sa_err *err)
         sa_free(kv);
         return rc;
     }
+    kv->read_only = mode == SA_KV_READONLY;
     kv->cf[SA_CF_COUNT] = h[0];
     for (int c = 0; c < SA_CF_COUNT; c++)
         kv->cf[c] = h[c + 1];
@@ -187,6 +194,18 @@ void sa__kv_close(sa__kv *kv)
 {
     if (kv == NULL)
         return;
+    if (!kv->read_only) {
+        /* flush the memtables so the next open need not replay the log
+         * (a slow start grows with what was written since the last flush) */
+        rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+        rocksdb_flushoptions_set_wait(fo, 1);
+        for (int c = 0; c < SA_CF_COUNT; c++) {
+            char *errstr = NULL;
+            rocksdb_flush_cf(kv->db, fo, kv->cf[c], &errstr);
+            rocksdb_free(errstr); /* best effort: the log still holds it all */
+        }
+        rocksdb_flushoptions_destroy(fo);
+    }
     for (int c = 0; c <= SA_CF_COUNT; c++)
         rocksdb_column_family_handle_destroy(kv->cf[c]);
     rocksdb_close(kv->db);

@@ -150,11 +150,14 @@ int sa_wal_iter_open(sa_store *s, uint64_t from_seq, sa_wal_iter **out, sa_err *
     sa_wal_iter *w = sa_calloc(1, sizeof *w);
     if (w == NULL)
         return sa_err_set(err, SA_ENOMEM, "out of memory");
-    /* Records above the published last_seq belong to a large group still
-     * being written: bound the iterator so they are never seen. */
+    /* Readers see durable records only (S4): not a large group still being
+     * written above last_seq, nor a deferred commit not yet synced — after
+     * a crash those could come back with other contents under the same
+     * seqs.  Under none-unsafe nothing is ever durable: everything written
+     * is readable. */
     uint8_t lo[8], hi[8];
     pthread_mutex_lock(&s->cmu);
-    uint64_t last = s->last_seq;
+    uint64_t last = s->opt.durability == SA_DUR_NONE_UNSAFE ? s->last_seq : s->durable_seq;
     pthread_mutex_unlock(&s->cmu);
     sa_put_u64be(lo, from_seq);
     sa_put_u64be(hi, last + 1);
@@ -293,9 +296,18 @@ int sa_snapshot_open(sa_store *s, sa_snapshot **out, sa_err *err)
         return sa_err_set(err, SA_ENOMEM, "out of memory");
     sn->s = s;
     /* Under wmu: no large group is between its WAL and its state then, so
-     * the snapshot's state is exactly the WAL up to its last_seq (S3). */
+     * the snapshot's state is exactly the WAL up to its last_seq (S3); and
+     * deferred commits are synced first, so it holds only durable state. */
     pthread_mutex_lock(&s->wmu);
-    rc = sa__kv_snap_new(s->kv, &sn->snap, err);
+    rc = 0;
+    if (s->opt.durability != SA_DUR_NONE_UNSAFE && s->durable_seq < s->last_seq &&
+        !s->opt.read_only && (rc = sa__kv_sync_wal(s->kv, err)) == 0) {
+        pthread_mutex_lock(&s->cmu);
+        s->durable_seq = s->last_seq;
+        pthread_mutex_unlock(&s->cmu);
+    }
+    if (rc == 0)
+        rc = sa__kv_snap_new(s->kv, &sn->snap, err);
     pthread_mutex_unlock(&s->wmu);
     if (rc != 0)
         goto fail;

@@ -112,6 +112,8 @@ struct sa_batch {
     size_t nents, cap;
     size_t wal_ops;
     size_t needs_read; /* entries whose commit reads current values */
+    size_t open_group; /* ops added by sa_batch_wal_add since the last group end */
+    size_t last_wal;   /* index + 1 of the last E_WAL_OP entry */
 };
 
 int sa_batch_new(sa_batch **out, sa_err *err)
@@ -138,6 +140,8 @@ void sa_batch_clear(sa_batch *b)
     b->nents = 0;
     b->wal_ops = 0;
     b->needs_read = 0;
+    b->open_group = 0;
+    b->last_wal = 0;
 }
 
 int sa_batch_empty(const sa_batch *b) { return b->nents == 0; }
@@ -287,28 +291,58 @@ nomem:
     return rc != 0 && rc != SA_ENOMEM ? rc : sa_err_set(err, SA_ENOMEM, "out of memory encoding an op");
 }
 
-int sa_batch_wal_append(sa_batch *b, const sa_op *ops, size_t n, sa_err *err)
+int sa_batch_wal_add(sa_batch *b, const sa_op *op, sa_err *err)
 {
-    if (n == 0)
-        return sa_err_set(err, SA_EINVAL, "a WAL group needs at least one op");
-    for (size_t i = 0; i < n; i++) {
-        int rc = sa_op_validate(&ops[i], err);
-        if (rc != 0)
-            return sa_err_wrap(err, "op %zu of the group", i);
-    }
-    size_t save_len = b->arena.len, save_n = b->nents;
-    size_t save_reads = b->needs_read;
-    int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++)
-        rc = batch_op(b, E_WAL_OP, &ops[i], i + 1 == n, 0, err);
-    if (rc != 0) { /* all or nothing */
+    int rc = sa_op_validate(op, err);
+    if (rc != 0)
+        return rc;
+    size_t save_len = b->arena.len, save_n = b->nents, save_reads = b->needs_read;
+    if ((rc = batch_op(b, E_WAL_OP, op, 0, 0, err)) != 0) {
         b->arena.len = save_len;
         b->nents = save_n;
         b->needs_read = save_reads;
         return rc;
     }
-    b->wal_ops += n;
+    b->wal_ops++;
+    b->open_group++;
+    b->last_wal = b->nents;
     return 0;
+}
+
+int sa_batch_wal_end_group(sa_batch *b, sa_err *err)
+{
+    if (b->open_group == 0)
+        return sa_err_set(err, SA_EINVAL, "no open WAL group to end");
+    entry *e = &b->ents[b->last_wal - 1];
+    e->group_end = 1;
+    b->arena.data[e->enc.off + 1] |= SA_WALREC_GROUP_END; /* the record's flags byte */
+    b->open_group = 0;
+    return 0;
+}
+
+int sa_batch_wal_append(sa_batch *b, const sa_op *ops, size_t n, sa_err *err)
+{
+    if (n == 0)
+        return sa_err_set(err, SA_EINVAL, "a WAL group needs at least one op");
+    if (b->open_group != 0)
+        return sa_err_set(err, SA_EINVAL, "a WAL group is still open in this batch");
+    size_t save_len = b->arena.len, save_n = b->nents, save_reads = b->needs_read;
+    size_t save_ops = b->wal_ops, save_last = b->last_wal;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if ((rc = sa_batch_wal_add(b, &ops[i], err)) != 0)
+            sa_err_wrap(err, "op %zu of the group", i);
+    }
+    if (rc != 0) { /* all or nothing */
+        b->arena.len = save_len;
+        b->nents = save_n;
+        b->needs_read = save_reads;
+        b->wal_ops = save_ops;
+        b->last_wal = save_last;
+        b->open_group = 0;
+        return rc;
+    }
+    return sa_batch_wal_end_group(b, err);
 }
 
 static int check_name(const char *what, const char *s, sa_err *err)
@@ -986,7 +1020,7 @@ static void wg_free(wgroup *w)
 
 /* Write a group of batches as ONE RocksDB write.  Caller holds wmu.
  * rcs[i]/errs[i]/res[i] receive each batch's outcome. */
-static void write_group(sa_store *s, sa_batch **bs, size_t n, int *rcs, sa_err *errs,
+static void write_group(sa_store *s, sa_batch **bs, size_t n, int sync, int *rcs, sa_err *errs,
                         sa_commit_result *res)
 {
     /* one RocksDB batch kept by the store and reused (caller holds wmu):
@@ -1024,7 +1058,7 @@ static void write_group(sa_store *s, sa_batch **bs, size_t n, int *rcs, sa_err *
                                     w.last_seq);
             sa__kv_batch_put(kb, SA_CF_META, SA_META_WAL, sizeof SA_META_WAL - 1, cnt, sizeof cnt);
         }
-        grc = sa__kv_write(s->kv, kb, s->opt.durability != SA_DUR_NONE_UNSAFE, &gerr);
+        grc = sa__kv_write(s->kv, kb, sync, &gerr);
     }
     if (grc == 0 && ok > 0)
         s->writes++;
@@ -1038,7 +1072,9 @@ static void write_group(sa_store *s, sa_batch **bs, size_t n, int *rcs, sa_err *
         s->wal_bytes = w.wal_bytes;
         s->inbox_count = w.inbox_count;
         s->inbox_bytes = w.inbox_bytes;
-        if (s->opt.durability != SA_DUR_NONE_UNSAFE)
+        /* a synced write also makes every earlier unsynced one durable:
+         * RocksDB's log is written in order */
+        if (sync)
             s->durable_seq = s->last_seq;
         pthread_mutex_unlock(&s->cmu);
     }
@@ -1115,7 +1151,7 @@ static int commit_group(sa_store *s, sa_batch *b, sa_commit_result *res, sa_err 
             bs[i++] = r->b;
         if (bs != NULL && rcs != NULL && errs != NULL && rs != NULL) {
             pthread_mutex_lock(&s->wmu);
-            write_group(s, bs, n, rcs, errs, rs);
+            write_group(s, bs, n, 1, rcs, errs, rs);
             pthread_mutex_unlock(&s->wmu);
         }
 
@@ -1147,11 +1183,39 @@ static int commit_group(sa_store *s, sa_batch *b, sa_commit_result *res, sa_err 
     return me.rc;
 }
 
+static int commit_direct(sa_store *s, sa_batch *b, int sync, sa_commit_result *r, sa_err *err)
+{
+    int rc;
+    sa_err e1;
+    pthread_mutex_lock(&s->wmu);
+    write_group(s, &b, 1, sync, &rc, &e1, r);
+    pthread_mutex_unlock(&s->wmu);
+    if (rc != 0 && err != NULL)
+        *err = e1;
+    return rc;
+}
+
+int sa_store_commit_deferred(sa_store *s, sa_batch *b, sa_commit_result *res, sa_err *err)
+{
+    sa_commit_result r;
+    memset(&r, 0, sizeof r);
+    if (b->open_group != 0)
+        return sa_err_set(err, SA_EINVAL, "the batch ends inside a WAL group");
+    int rc = b->nents == 0 ? 0 : commit_direct(s, b, 0, &r, err);
+    if (rc == 0)
+        sa_batch_clear(b);
+    if (res != NULL)
+        *res = r;
+    return rc;
+}
+
 int sa_store_commit(sa_store *s, sa_batch *b, sa_commit_result *res, sa_err *err)
 {
     int rc;
     sa_commit_result r;
     memset(&r, 0, sizeof r);
+    if (b->open_group != 0)
+        return sa_err_set(err, SA_EINVAL, "the batch ends inside a WAL group");
     if (b->nents == 0) {
         pthread_mutex_lock(&s->cmu);
         r.durable_seq = s->durable_seq;
@@ -1160,12 +1224,7 @@ int sa_store_commit(sa_store *s, sa_batch *b, sa_commit_result *res, sa_err *err
     } else if (s->opt.durability == SA_DUR_GROUP) {
         rc = commit_group(s, b, &r, err);
     } else {
-        sa_err e1;
-        pthread_mutex_lock(&s->wmu);
-        write_group(s, &b, 1, &rc, &e1, &r);
-        pthread_mutex_unlock(&s->wmu);
-        if (rc != 0 && err != NULL)
-            *err = e1;
+        rc = commit_direct(s, b, s->opt.durability != SA_DUR_NONE_UNSAFE, &r, err);
     }
     if (rc == 0)
         sa_batch_clear(b);

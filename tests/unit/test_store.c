@@ -1041,6 +1041,75 @@ static void test_store_large_group_in_chunks(void **state)
     free(dir);
 }
 
+/* --- deferred commits ------------------------------------------------ */
+
+static void test_store_deferred_commit_unreadable_until_synced(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir("deferred");
+    sa_store *s = tu_open(dir, SA_DUR_GROUP);
+    sa_batch *b;
+    sa_err err;
+    sa_batch_new(&b, &err);
+    /* a group built op by op; a commit with the group open is refused */
+    tu_fields k[3], c[3];
+    char a[3][16], v[3][16];
+    for (int i = 0; i < 3; i++) {
+        snprintf(a[i], 16, "id=%d", i);
+        snprintf(v[i], 16, "v=d%d", i);
+        const char *ks[] = {a[i]}, *cs[] = {a[i], v[i]};
+        tu_fields_set(&k[i], 1, ks);
+        tu_fields_set(&c[i], 2, cs);
+        sa_op op = tu_op(SA_OP_INSERT, T, &k[i], &c[i], 1);
+        assert_int_equal(sa_batch_wal_add(b, &op, &err), 0);
+        if (i == 1)
+            assert_int_equal(sa_store_commit(s, b, NULL, &err), SA_EINVAL);
+    }
+    assert_int_equal(sa_batch_wal_end_group(b, &err), 0);
+    assert_int_equal(sa_batch_wal_end_group(b, &err), SA_EINVAL);
+    sa_commit_result r;
+    assert_int_equal(sa_store_commit_deferred(s, b, &r, &err), 0);
+    assert_int_equal(r.last_seq, 3);
+    assert_int_equal(r.durable_seq, 0);
+    sa_wal_info wi;
+    sa_wal_info_get(s, &wi, NULL);
+    assert_int_equal(wi.last_seq, 3);
+    assert_int_equal(wi.durable_seq, 0);
+    /* not readable from the WAL before it is durable */
+    collect *cl = calloc(1, sizeof *cl);
+    uint64_t next;
+    assert_int_equal(sa_wal_read(s, 1, 0, 0, 0, collect_cb, cl, &next, &err), 0);
+    assert_int_equal(cl->n, 0);
+    uint64_t durable;
+    assert_int_equal(sa_store_sync(s, &durable, &err), 0);
+    assert_int_equal(durable, 3);
+    assert_int_equal(sa_wal_read(s, 1, 0, 0, 0, collect_cb, cl, &next, &err), 0);
+    assert_int_equal(cl->n, 3);
+    assert_true(cl->ends[2] && !cl->ends[1] && !cl->ends[0]);
+    /* a later synced commit makes earlier deferred ones durable too */
+    put_row(s, 7, "x"); /* an ordinary, synced commit */
+    sa_batch_wal_append(b, &(sa_op){.origin = "pg", .kind = SA_OP_TRUNCATE, .table = "public.z"}, 1, &err);
+    assert_int_equal(sa_store_commit_deferred(s, b, &r, &err), 0);
+    assert_int_equal(r.last_seq, 5);
+    put_row(s, 8, "y");
+    sa_wal_info_get(s, &wi, NULL);
+    assert_int_equal(wi.durable_seq, 6);
+    /* a snapshot syncs first: it holds durable state only */
+    sa_batch_wal_append(b, &(sa_op){.origin = "pg", .kind = SA_OP_TRUNCATE, .table = "public.z"}, 1, &err);
+    assert_int_equal(sa_store_commit_deferred(s, b, &r, &err), 0);
+    sa_snapshot *sn;
+    assert_int_equal(sa_snapshot_open(s, &sn, &err), 0);
+    assert_int_equal(sa_snapshot_seq(sn), 7);
+    sa_snapshot_close(sn);
+    sa_wal_info_get(s, &wi, NULL);
+    assert_int_equal(wi.durable_seq, 7);
+    free(cl);
+    sa_batch_free(b);
+    sa_store_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 static void test_store_durability_names(void **state)
 {
     (void)state;
@@ -1072,6 +1141,7 @@ int main(void)
         cmocka_unit_test(test_store_checkpoint_is_a_usable_copy),
         cmocka_unit_test(test_store_commit_out_of_memory_is_clean),
         cmocka_unit_test(test_store_large_group_in_chunks),
+        cmocka_unit_test(test_store_deferred_commit_unreadable_until_synced),
         cmocka_unit_test(test_store_durability_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

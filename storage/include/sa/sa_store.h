@@ -15,8 +15,9 @@
  *       absent after any crash; its last record carries the group-end flag.
  *   S3  The state CF equals the replay of every WAL group up to meta's
  *       last_seq (truncation removes WAL records, never state).
- *   S4  Under sync/group durability, reads never see a group before it is
- *       durable: a commit is visible only after its synced write returned.
+ *   S4  Under sync/group durability, WAL reads and snapshots never see a
+ *       group before it is durable (deferred commits become readable when
+ *       synced).  Point reads of state (sa_state_get) may see them earlier.
  *   S5  A cursor's acked and delivered positions and an origin's applied
  *       watermark never decrease; acked <= delivered.
  *
@@ -108,6 +109,12 @@ int sa_batch_empty(const sa_batch *b);
  */
 int sa_batch_wal_append(sa_batch *b, const sa_op *ops, size_t n, sa_err *err);
 
+/* One op at a time: ops added since the last group end form one group,
+ * closed by sa_batch_wal_end_group (a commit with a group still open is
+ * refused).  For callers that produce a transaction's ops one by one. */
+int sa_batch_wal_add(sa_batch *b, const sa_op *op, sa_err *err);
+int sa_batch_wal_end_group(sa_batch *b, sa_err *err);
+
 /* Raise peer's acked position to `seq` (a lower value is ignored: acks are
  * monotonic; delivered is raised with it so acked <= delivered). */
 int sa_batch_cursor_ack(sa_batch *b, const char *peer, uint64_t seq, sa_err *err);
@@ -140,6 +147,15 @@ typedef struct sa_commit_result {
  */
 int sa_store_commit(sa_store *s, sa_batch *b, sa_commit_result *res /* out, may be NULL */,
                     sa_err *err);
+
+/*
+ * Commit without syncing, whatever the policy: durable_seq does not move,
+ * so the batch's WAL records stay unreadable (S4) until the next synced
+ * write or sa_store_sync.  For a single writer that receives many small
+ * transactions (the ingest): write each, sync once when input pauses.
+ */
+int sa_store_commit_deferred(sa_store *s, sa_batch *b, sa_commit_result *res /* out, may be NULL */,
+                             sa_err *err);
 
 /* Convenience: one WAL group in its own batch. */
 int sa_wal_append(sa_store *s, const sa_op *ops, size_t n, sa_commit_result *res /* out */,
