@@ -74,8 +74,11 @@ typedef struct ingest {
     sa_hlc_clock *hlc;
     char sysid[24];
     char slot_name[REPL_NAME_MAX + 1];
-    /* positions (I1..I3) */
+    /* positions (I1..I3); commit_lsn and end_lsn are those of the last
+     * transaction written, durable_end of the last one synced */
     uint64_t commit_lsn, end_lsn, confirmed_lsn;
+    uint64_t durable_end;
+    int64_t pending_since_ms; /* first written-not-synced transaction, 0 if none */
     uint64_t idle_end; /* keepalive position seen while idle */
     uint64_t sent_flush;
     int64_t last_status_ms;
@@ -252,8 +255,6 @@ static int commit_txn(ingest *ig, txbuf *t, uint32_t xid, uint64_t commit_lsn, u
     commit_ctx cc = {.ig = ig, .t = t, .commit_lsn = commit_lsn, .commit_time = commit_time,
                      .xid = xid};
     sa_batch *b = NULL;
-    sa_op **kept = NULL;
-    sa_op *vals = NULL;
     size_t n = 0;
     char l1[REPL_LSN_STRLEN];
     int rc = sa_hlc_update(ig->hlc, sa_hlc_pack((uint64_t)(commit_time / 1000), 0), &cc.hlc, err);
@@ -272,24 +273,19 @@ static int commit_txn(ingest *ig, txbuf *t, uint32_t xid, uint64_t commit_lsn, u
             res.first_seq = res.last_seq = 0;
         }
     } else {
-        kept = sa_malloc((txbuf_count(t) + 1) * sizeof *kept);
-        vals = sa_malloc((txbuf_count(t) + 1) * sizeof *vals);
-        if (kept == NULL || vals == NULL) {
-            rc = sa_err_set(err, SA_ENOMEM, "out of memory");
-            goto done;
-        }
+        /* small: added op by op, written without a sync; the session syncs
+         * once the input pauses (group commit for a single writer) */
         const sa_op *op;
         while ((rc = commit_next(&cc, &op, err)) == 0 && op != NULL) {
-            if ((rc = sa_op_clone(op, &kept[n], err)) != 0)
+            if ((rc = sa_batch_wal_add(b, op, err)) != 0)
                 goto done;
-            vals[n] = *kept[n];
             n++;
         }
         if (rc != 0)
             goto done;
-        if (n > 0 && (rc = sa_batch_wal_append(b, vals, n, err)) != 0)
+        if (n > 0 && (rc = sa_batch_wal_end_group(b, err)) != 0)
             goto done;
-        rc = sa_store_commit(ig->store, b, &res, err);
+        rc = sa_store_commit_deferred(ig->store, b, &res, err);
     }
     if (rc != 0) {
         sa_err_wrap(err, "recording the transaction that commits at %s", lsn_str(commit_lsn, l1));
@@ -297,18 +293,32 @@ static int commit_txn(ingest *ig, txbuf *t, uint32_t xid, uint64_t commit_lsn, u
     }
     ig->commit_lsn = commit_lsn;
     ig->end_lsn = end_lsn;
+    if (txbuf_spilled(t)) /* synced by its final write, with everything before */
+        ig->durable_end = end_lsn;
+    else if (ig->pending_since_ms == 0)
+        ig->pending_since_ms = repl_clock_ms();
     ig->txns++;
     ig->ops += res.last_seq ? res.last_seq - res.first_seq + 1 : 0;
     say(ig, 3, "transaction %u committed at %s: WAL %" PRIu64 "..%" PRIu64 "%s", xid,
         lsn_str(commit_lsn, l1), res.first_seq, res.last_seq,
         cc.skipped ? " (changes already copied skipped)" : "");
 done:
-    for (size_t i = 0; kept != NULL && i < n; i++)
-        sa_op_free(kept[i]);
-    sa_free(kept);
-    sa_free(vals);
     sa_batch_free(b);
     return rc;
+}
+
+/* Make every written transaction durable (one sync for all of them). */
+static int sync_written(ingest *ig, sa_err *err)
+{
+    if (ig->durable_end >= ig->end_lsn)
+        return 0;
+    int rc = sa_store_sync(ig->store, NULL, err);
+    if (rc != 0)
+        return rc;
+    ig->durable_end = ig->end_lsn;
+    ig->pending_since_ms = 0;
+    ig->status_due = 1;
+    return 0;
 }
 
 /* ---------------------------------------------------------------------
@@ -339,7 +349,10 @@ static void discard_open(ingest *ig)
     ig->stream_cur = NULL;
 }
 
-static int idle(const ingest *ig) { return ig->cur == NULL && ig->nstreams == 0; }
+static int idle(const ingest *ig)
+{
+    return ig->cur == NULL && ig->nstreams == 0 && ig->durable_end >= ig->end_lsn;
+}
 
 static int proto_err(sa_err *err, uint64_t lsn, const char *what)
 {
@@ -419,8 +432,12 @@ static int handle_msg(ingest *ig, const pgo_msg *m, sa_err *err)
         if (!ig->cur_skip && txbuf_count(ig->cur) > 0)
             rc = commit_txn(ig, ig->cur, m->xid ? m->xid : txbuf_xid(ig->cur),
                             m->commit.commit_lsn, m->commit.end_lsn, m->commit.commit_time, err);
-        else if (!ig->cur_skip && m->commit.end_lsn > ig->end_lsn)
-            ig->end_lsn = m->commit.end_lsn; /* nothing to write: durable as it is */
+        else if (!ig->cur_skip && m->commit.end_lsn > ig->end_lsn) {
+            /* nothing to write: durable as soon as what came before is */
+            if (ig->durable_end >= ig->end_lsn)
+                ig->durable_end = m->commit.end_lsn;
+            ig->end_lsn = m->commit.end_lsn;
+        }
         txbuf_free(ig->cur);
         ig->cur = NULL;
         ig->status_due = 1;
@@ -456,8 +473,11 @@ static int handle_msg(ingest *ig, const pgo_msg *m, sa_err *err)
         if (m->commit.commit_lsn > ig->commit_lsn && txbuf_count(*s) > 0)
             rc = commit_txn(ig, *s, m->xid, m->commit.commit_lsn, m->commit.end_lsn,
                             m->commit.commit_time, err);
-        else if (m->commit.end_lsn > ig->end_lsn)
+        else if (m->commit.end_lsn > ig->end_lsn) {
+            if (ig->durable_end >= ig->end_lsn)
+                ig->durable_end = m->commit.end_lsn;
             ig->end_lsn = m->commit.end_lsn;
+        }
         stream_drop(ig, s);
         ig->status_due = 1;
         return rc;
@@ -481,7 +501,7 @@ static int handle_msg(ingest *ig, const pgo_msg *m, sa_err *err)
 /* The position we may confirm now (I1, I3). */
 static int flush_target(ingest *ig, uint64_t *flush, sa_err *err)
 {
-    uint64_t f = ig->end_lsn;
+    uint64_t f = ig->durable_end; /* I1: never a position not yet durable */
     if (idle(ig) && ig->idle_end > f) {
         /* everything received is durable: follow the server, after
          * recording the position (I3) */
@@ -729,7 +749,7 @@ static int copy_tables(ingest *ig, char *const *tables, size_t ntables, const ch
             (rc = batch_meta_lsn(cx.b, INGEST_META_END_LSN, lsn, err)) != 0 ||
             (rc = batch_meta_lsn(cx.b, INGEST_META_COMMIT_LSN, lsn, err)) != 0)
             goto done;
-        ig->end_lsn = ig->commit_lsn = lsn;
+        ig->end_lsn = ig->commit_lsn = ig->durable_end = lsn;
     }
     if ((rc = sa_store_commit(ig->store, cx.b, NULL, err)) != 0)
         goto done;
@@ -925,10 +945,24 @@ static int session(ingest *ig, sa_err *err)
         if (repl_is_stale(ig->rc, now, dead))
             return sa_err_set(err, SA_ETIMEOUT, "no answer from the server for %" PRId64 " ms: "
                               "replacing the connection", dead);
+        if (ig->pending_since_ms != 0 && now - ig->pending_since_ms >= 20 &&
+            (rc = sync_written(ig, err)) != 0) { /* bounded latency under a steady stream */
+            ig->fatal = 1;
+            return rc;
+        }
         if (ig->status_due || now - ig->last_status_ms >= ig->cfg->status_interval_ms)
             if ((rc = send_status(ig, 0, err)) != 0)
                 return rc;
-        rc = repl_next(ig->rc, 200, &f, err);
+        /* written transactions wait for their sync only while more input is
+         * already there: when it pauses, sync them all at once */
+        rc = repl_next(ig->rc, ig->pending_since_ms != 0 ? 0 : 200, &f, err);
+        if (rc == 0 && ig->pending_since_ms != 0) {
+            if ((rc = sync_written(ig, err)) != 0) {
+                ig->fatal = 1;
+                return rc;
+            }
+            continue;
+        }
         if (rc < 0)
             return rc;
         if (rc == 0)
@@ -949,7 +983,11 @@ static int session(ingest *ig, sa_err *err)
             return rc;
         }
     }
-    return 0;
+    if ((rc = sync_written(ig, err)) != 0)
+        ig->fatal = 1;
+    else
+        rc = send_status(ig, 0, err);
+    return rc;
 }
 
 /* Errors a reconnect may cure: the connection, the server restarting. */
@@ -965,6 +1003,7 @@ static int load_positions(ingest *ig, sa_err *err)
         rc = meta_get_lsn(ig, INGEST_META_END_LSN, &ig->end_lsn, err);
     if (rc == 0)
         rc = meta_get_lsn(ig, INGEST_META_CONFIRMED, &ig->confirmed_lsn, err);
+    ig->durable_end = ig->end_lsn; /* what the store holds after open is durable */
     for (size_t i = 0; rc == 0 && i < ig->cfg->ntables; i++) {
         pgck_table ti;
         if ((rc = pgck_table_info(ig->pg, ig->cfg->tables[i], &ti, err)) != 0)
