@@ -83,9 +83,15 @@ typedef struct ingest {
     uint64_t sent_flush;
     int64_t last_status_ms;
     int status_due;
-    /* the transaction being received (Begin..Commit) */
+    /* the transaction being received (Begin..Commit): its ops go straight
+     * into cur_batch, stamped as they come (Begin names the commit), and
+     * move to a spill buffer (cur) if they outgrow txn_memory_kb */
+    int cur_open;
+    uint32_t cur_xid;
     txbuf *cur;
-    uint64_t cur_final_lsn;
+    sa_batch *cur_batch;
+    size_t cur_n;
+    uint64_t cur_final_lsn, cur_hlc;
     int64_t cur_commit_time;
     int cur_skip;
     /* streamed transactions (Stream Start..Stream Commit/Abort) */
@@ -344,6 +350,9 @@ static void discard_open(ingest *ig)
 {
     txbuf_free(ig->cur);
     ig->cur = NULL;
+    ig->cur_open = 0;
+    if (ig->cur_batch != NULL)
+        sa_batch_clear(ig->cur_batch);
     while (ig->nstreams > 0)
         stream_drop(ig, &ig->streams[0]);
     ig->stream_cur = NULL;
@@ -351,7 +360,7 @@ static void discard_open(ingest *ig)
 
 static int idle(const ingest *ig)
 {
-    return ig->cur == NULL && ig->nstreams == 0 && ig->durable_end >= ig->end_lsn;
+    return !ig->cur_open && ig->nstreams == 0 && ig->durable_end >= ig->end_lsn;
 }
 
 static int proto_err(sa_err *err, uint64_t lsn, const char *what)
@@ -360,51 +369,106 @@ static int proto_err(sa_err *err, uint64_t lsn, const char *what)
     return sa_err_set(err, SA_EPROTO, "pgoutput stream at %s: %s", repl_lsn_format(lsn, l), what);
 }
 
-/* Where a change goes: the current transaction or the current stream. */
-static txbuf *target(ingest *ig, const pgo_msg *m, int *skip)
+static int spill_one(void *ctx, const sa_op *op, sa_err *err)
 {
-    *skip = 0;
-    if (m->in_stream)
-        return ig->stream_cur;
-    *skip = ig->cur_skip;
-    return ig->cur;
+    return txbuf_add(ctx, 0, op, err);
+}
+
+/* Add one op of the current (non-streamed) transaction. */
+static int cur_add(ingest *ig, sa_op *op, sa_err *err)
+{
+    if (ig->cur_final_lsn <= copied_lsn(ig, op->table))
+        return 0; /* I4: this change is in the table's copy */
+    op->origin = "pg";
+    op->hlc = ig->cur_hlc;
+    op->flags |= SA_OP_HAS_PG;
+    op->pg_lsn = ig->cur_final_lsn;
+    op->pg_xid = ig->cur_xid;
+    op->pg_commit_time = ig->cur_commit_time;
+    if (ig->cur != NULL)
+        return txbuf_add(ig->cur, 0, op, err);
+    int rc = sa_batch_wal_add(ig->cur_batch, op, err);
+    if (rc != 0)
+        return rc;
+    ig->cur_n++;
+    if (sa_batch_bytes(ig->cur_batch) > (size_t)ig->cfg->txn_memory_kb * 1024) {
+        /* outgrew memory: everything so far moves to a spill file */
+        if ((rc = txbuf_new(ig->staging_dir, ig->cur_xid, 0, &ig->cur, err)) != 0 ||
+            (rc = sa_batch_wal_foreach(ig->cur_batch, spill_one, ig->cur, err)) != 0)
+            return rc;
+        sa_batch_clear(ig->cur_batch);
+        ig->cur_n = 0;
+    }
+    return 0;
+}
+
+/* Where a change goes: the current stream, or the current transaction. */
+static int route(ingest *ig, const pgo_msg *m, sa_op *op, sa_err *err)
+{
+    if (m->in_stream) {
+        if (ig->stream_cur == NULL)
+            return proto_err(err, m->wal_lsn, "a change inside a stream that never started");
+        op->origin = "pg";
+        op->flags &= ~SA_OP_HAS_PG; /* stamped at Stream Commit, when its LSN is known */
+        return txbuf_add(ig->stream_cur, m->xid, op, err);
+    }
+    if (!ig->cur_open)
+        return proto_err(err, m->wal_lsn, "a change outside any transaction");
+    return ig->cur_skip ? 0 : cur_add(ig, op, err);
 }
 
 static int on_change(ingest *ig, const pgo_msg *m, sa_err *err)
 {
-    int skip;
-    txbuf *t = target(ig, m, &skip);
-    if (t == NULL)
-        return proto_err(err, m->wal_lsn, "a change outside any transaction");
-    if (skip)
-        return 0;
+    if (!m->in_stream && (!ig->cur_open || ig->cur_skip))
+        return ig->cur_open ? 0 : proto_err(err, m->wal_lsn, "a change outside any transaction");
     sa_op op;
     const sa_field *old = NULL;
     uint32_t nold = 0;
     int rc = pgo_change_to_op(ig->dec, m, &op, &old, &nold, err);
     if (rc != 0)
         return rc;
-    op.origin = "pg";
-    op.flags &= ~SA_OP_HAS_PG; /* stamped at commit, when the commit LSN is known */
-    return txbuf_add(t, m->in_stream ? m->xid : 0, &op, err);
+    return route(ig, m, &op, err);
 }
 
 static int on_truncate(ingest *ig, const pgo_msg *m, sa_err *err)
 {
-    int skip;
-    txbuf *t = target(ig, m, &skip);
-    if (t == NULL)
-        return proto_err(err, m->wal_lsn, "a truncate outside any transaction");
-    for (uint32_t i = 0; !skip && i < m->truncate.nrels; i++) {
+    for (uint32_t i = 0; i < m->truncate.nrels; i++) {
         sa_op op;
         memset(&op, 0, sizeof op);
-        op.origin = "pg";
         op.kind = SA_OP_TRUNCATE;
         op.table = m->truncate.rels[i]->qualname;
-        int rc = txbuf_add(t, m->in_stream ? m->xid : 0, &op, err);
+        int rc = route(ig, m, &op, err);
         if (rc != 0)
             return rc;
     }
+    return 0;
+}
+
+/* Commit the current transaction held in cur_batch: written without a
+ * sync (the session syncs when the input pauses), positions in the same
+ * batch. */
+static int commit_batch(ingest *ig, uint64_t commit_lsn, uint64_t end_lsn, sa_err *err)
+{
+    char l1[REPL_LSN_STRLEN];
+    sa_commit_result res = {0};
+    int rc = 0;
+    if (ig->cur_n > 0)
+        rc = sa_batch_wal_end_group(ig->cur_batch, err);
+    if (rc == 0)
+        rc = batch_positions(ig->cur_batch, commit_lsn, end_lsn, err);
+    if (rc == 0)
+        rc = sa_store_commit_deferred(ig->store, ig->cur_batch, &res, err);
+    if (rc != 0)
+        return sa_err_wrap(err, "recording the transaction that commits at %s",
+                           lsn_str(commit_lsn, l1));
+    ig->commit_lsn = commit_lsn;
+    ig->end_lsn = end_lsn;
+    if (ig->pending_since_ms == 0)
+        ig->pending_since_ms = repl_clock_ms();
+    ig->txns++;
+    ig->ops += ig->cur_n;
+    say(ig, 3, "transaction %u committed at %s: WAL %" PRIu64 "..%" PRIu64, ig->cur_xid,
+        lsn_str(commit_lsn, l1), res.first_seq, res.last_seq);
     return 0;
 }
 
@@ -415,24 +479,34 @@ static int handle_msg(ingest *ig, const pgo_msg *m, sa_err *err)
     int rc = 0;
     switch (m->type) {
     case PGO_BEGIN:
-        if (ig->cur != NULL)
+        if (ig->cur_open)
             return proto_err(err, m->wal_lsn, "Begin inside a transaction");
-        if ((rc = txbuf_new(ig->staging_dir, m->xid, mem, &ig->cur, err)) != 0)
-            return rc;
+        ig->cur_open = 1;
+        ig->cur_xid = m->xid;
+        ig->cur_n = 0;
         ig->cur_final_lsn = m->begin.final_lsn;
         ig->cur_commit_time = m->begin.commit_time;
         /* I2: the whole transaction is already in the WAL */
         ig->cur_skip = m->begin.final_lsn <= ig->commit_lsn;
-        return 0;
+        sa_batch_clear(ig->cur_batch);
+        rc = sa_hlc_update(ig->hlc, sa_hlc_pack((uint64_t)(m->begin.commit_time / 1000), 0),
+                           &ig->cur_hlc, err);
+        if (rc == SA_ECLOCK) /* a server clock far ahead must not stop ingest */
+            rc = sa_hlc_now(ig->hlc, &ig->cur_hlc, err);
+        return rc;
     case PGO_COMMIT:
-        if (ig->cur == NULL)
+        if (!ig->cur_open)
             return proto_err(err, m->wal_lsn, "Commit without Begin");
         if (m->commit.commit_lsn != ig->cur_final_lsn)
             return proto_err(err, m->wal_lsn, "Commit LSN differs from its Begin's");
-        if (!ig->cur_skip && txbuf_count(ig->cur) > 0)
-            rc = commit_txn(ig, ig->cur, m->xid ? m->xid : txbuf_xid(ig->cur),
-                            m->commit.commit_lsn, m->commit.end_lsn, m->commit.commit_time, err);
-        else if (!ig->cur_skip && m->commit.end_lsn > ig->end_lsn) {
+        if (ig->cur_skip) {
+            /* already recorded */
+        } else if (ig->cur != NULL) {
+            rc = commit_txn(ig, ig->cur, ig->cur_xid, m->commit.commit_lsn, m->commit.end_lsn,
+                            m->commit.commit_time, err);
+        } else if (ig->cur_n > 0) {
+            rc = commit_batch(ig, m->commit.commit_lsn, m->commit.end_lsn, err);
+        } else if (m->commit.end_lsn > ig->end_lsn) {
             /* nothing to write: durable as soon as what came before is */
             if (ig->durable_end >= ig->end_lsn)
                 ig->durable_end = m->commit.end_lsn;
@@ -440,6 +514,7 @@ static int handle_msg(ingest *ig, const pgo_msg *m, sa_err *err)
         }
         txbuf_free(ig->cur);
         ig->cur = NULL;
+        ig->cur_open = 0;
         ig->status_due = 1;
         return rc;
     case PGO_INSERT:
@@ -927,6 +1002,8 @@ static int session(ingest *ig, sa_err *err)
     discard_open(ig);
     if ((rc = pgo_decoder_new(INGEST_PROTO, &ig->dec, err)) != 0)
         return rc;
+    if (ig->cur_batch == NULL && (rc = sa_batch_new(&ig->cur_batch, err)) != 0)
+        return rc;
     if ((rc = repl_start(ig->rc, ig->cfg->slot, ig->end_lsn, &so, err)) != 0)
         return rc;
     say(ig, 2, "streaming from slot \"%s\" at %s", ig->cfg->slot, lsn_str(ig->end_lsn, l));
@@ -1200,6 +1277,7 @@ int ingest_run(const sa_bridge_config *cfg, volatile sig_atomic_t *stop, ingest_
     say(ig, 2, "stopped: %" PRIu64 " transactions, %" PRIu64 " ops recorded", ig->txns, ig->ops);
 done:
     discard_open(ig);
+    sa_batch_free(ig->cur_batch);
     pgo_decoder_free(ig->dec);
     repl_conn_close(ig->rc);
     if (ig->pg != NULL)

@@ -145,6 +145,24 @@ void sa_batch_clear(sa_batch *b)
 }
 
 int sa_batch_empty(const sa_batch *b) { return b->nents == 0; }
+size_t sa_batch_bytes(const sa_batch *b) { return b->arena.len; }
+size_t sa_batch_wal_count(const sa_batch *b) { return b->wal_ops; }
+
+int sa_batch_wal_foreach(const sa_batch *b, int (*cb)(void *ctx, const sa_op *op, sa_err *err),
+                         void *ctx, sa_err *err)
+{
+    int rc = 0;
+    for (size_t k = 0; rc == 0 && k < b->nents; k++) {
+        const entry *e = &b->ents[k];
+        sa_op *op = NULL;
+        if (e->type != E_WAL_OP)
+            continue;
+        if ((rc = sa_op_decode(b->arena.data + e->enc.off + 2, e->enc.len - 2, &op, err)) == 0)
+            rc = cb(ctx, op, err);
+        sa_op_free(op);
+    }
+    return rc;
+}
 
 static entry *batch_add(sa_batch *b, uint8_t type)
 {

@@ -99,6 +99,13 @@ int sa_batch_new(sa_batch **out /* out */, sa_err *err);
 void sa_batch_free(sa_batch *b);  /* NULL is a no-op */
 void sa_batch_clear(sa_batch *b); /* empty it for reuse */
 int sa_batch_empty(const sa_batch *b);
+size_t sa_batch_bytes(const sa_batch *b);     /* memory its contents take */
+size_t sa_batch_wal_count(const sa_batch *b); /* WAL ops added */
+/* Call cb with each WAL op added, in order (decoded; borrowed for the call);
+ * a non-zero return stops.  For moving a batch's ops elsewhere (a
+ * transaction outgrowing memory). */
+int sa_batch_wal_foreach(const sa_batch *b, int (*cb)(void *ctx, const sa_op *op, sa_err *err),
+                         void *ctx, sa_err *err);
 
 /*
  * Add one WAL group: the ops of one transaction, appended under dense seqs
