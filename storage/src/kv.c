@@ -8,6 +8,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <ftw.h>
 #include <rocksdb/c.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +27,23 @@ struct sa__kv {
     rocksdb_readoptions_t *ro;
     rocksdb_column_family_handle_t *cf[SA_CF_COUNT + 1]; /* [SA_CF_COUNT] = default */
     int read_only;
+    char *secondary; /* read-only opens: the secondary instance's directory */
 };
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void remove_secondary(sa__kv *kv)
+{
+    if (kv->secondary == NULL)
+        return;
+    nftw(kv->secondary, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    sa_free(kv->secondary);
+    kv->secondary = NULL;
+}
 
 struct sa__kv_batch {
     sa__kv *kv; /* the database whose CF handles the batch names */
@@ -164,16 +181,40 @@ int sa__kv_open_mode(const char *dir, int mode, sa__kv **out, sa_err *err)
     }
     rocksdb_column_family_handle_t *h[SA_CF_COUNT + 1];
     char *errstr = NULL;
-    if (mode == SA_KV_READONLY) /* no lock taken: works beside a running writer */
-        kv->db = rocksdb_open_for_read_only_column_families(kv->opts, dir, SA_CF_COUNT + 1, names,
-                                                             cfo, h, 0, &errstr);
-    else
+    if (mode == SA_KV_READONLY) {
+        /* A secondary instance: takes no lock and follows the writer's
+         * MANIFEST, so it never misses data a concurrent flush moved from the
+         * log into a table file (a plain read-only open can).  Its own info
+         * log goes to a private temporary directory. */
+        char tmpl[] = "/tmp/sa-secondary-XXXXXX";
+        if (mkdtemp(tmpl) == NULL) {
+            int e = errno;
+            rocksdb_options_destroy(kv->opts);
+            sa_free(kv);
+            return sa_err_set(err, SA_ESYS, "cannot create a directory for a read-only open: %s",
+                              strerror(e));
+        }
+        kv->secondary = sa_strdup(tmpl);
+        rocksdb_options_set_max_open_files(kv->opts, -1); /* required for secondaries */
+        kv->db = rocksdb_open_as_secondary_column_families(kv->opts, dir, tmpl, SA_CF_COUNT + 1,
+                                                            names, cfo, h, &errstr);
+        if (errstr == NULL)
+            rocksdb_try_catch_up_with_primary(kv->db, &errstr);
+        if (errstr != NULL && kv->db != NULL) {
+            for (int c = 0; c <= SA_CF_COUNT; c++)
+                rocksdb_column_family_handle_destroy(h[c]);
+            rocksdb_close(kv->db);
+            kv->db = NULL;
+        }
+    } else
+
         kv->db = rocksdb_open_column_families(kv->opts, dir, SA_CF_COUNT + 1, names, cfo, h, &errstr);
     if (errstr != NULL) {
         int rc = kv_fail(err, errstr, "cannot open RocksDB");
         if (rc == SA_EBUSY)
             sa_err_set(err, SA_EBUSY, "data directory '%s' is in use by another process", dir);
         rocksdb_options_destroy(kv->opts);
+        remove_secondary(kv);
         sa_free(kv);
         return rc;
     }
@@ -213,6 +254,7 @@ void sa__kv_close(sa__kv *kv)
     rocksdb_writeoptions_destroy(kv->wo_nosync);
     rocksdb_readoptions_destroy(kv->ro);
     rocksdb_options_destroy(kv->opts);
+    remove_secondary(kv);
     sa_free(kv);
 }
 
