@@ -378,4 +378,314 @@ static inline int it_state_equals_table(const char *data, PGconn *c, const char 
     return ok;
 }
 
+/*
+ * The bridge's durable position: max(ingest.end_lsn, ingest.confirmed_lsn)
+ * read from one read-only open (both keys of the same moment).  0 and *out
+ * filled on success; -1 when the store cannot be opened or read (e.g. while
+ * a restarted bridge is recovering), so a caller can skip that sample.
+ */
+static inline int it_durable_lsn(const char *data, uint64_t *out)
+{
+    static const char *const keys[2] = {"ingest.end_lsn", "ingest.confirmed_lsn"};
+    sa_store *s = it_store_ro(data);
+    *out = 0;
+    if (s == NULL)
+        return -1;
+    int rc = 0;
+    for (int i = 0; i < 2 && rc == 0; i++) {
+        void *v = NULL;
+        size_t len = 0;
+        sa_err err;
+        uint64_t lsn = 0;
+        int g = sa_store_meta_get(s, keys[i], &v, &len, &err);
+        if (g == 0) {
+            char buf[64];
+            snprintf(buf, sizeof buf, "%.*s", (int)len, (const char *)v);
+            sa_free(v);
+            if (repl_lsn_parse(buf, &lsn, &err) != 0)
+                rc = -1;
+        } else if (g != SA_ENOTFOUND) {
+            rc = -1;
+        }
+        if (lsn > *out)
+            *out = lsn;
+    }
+    sa_store_close(s);
+    return rc;
+}
+
+/* A string-valued metadata key ("" when absent); 0, or -1 when unreadable. */
+static inline int it_meta_str(const char *data, const char *key, char *out, size_t cap)
+{
+    sa_store *s = it_store_ro(data);
+    out[0] = '\0';
+    if (s == NULL)
+        return -1;
+    void *v = NULL;
+    size_t len = 0;
+    sa_err err;
+    int rc = sa_store_meta_get(s, key, &v, &len, &err);
+    if (rc == 0) {
+        snprintf(out, cap, "%.*s", (int)len, (const char *)v);
+        sa_free(v);
+    }
+    sa_store_close(s);
+    return rc == 0 || rc == SA_ENOTFOUND ? 0 : -1;
+}
+
+/* Wait until the bridge's store says ingest.state = "streaming" (initial
+ * sync done) and its process still runs.  1 when so, 0 on timeout/exit. */
+static inline int it_wait_streaming(it_bridge *b, int timeout_ms)
+{
+    char st[64];
+    for (int64_t end = it_now_ms() + timeout_ms; it_now_ms() < end; it_sleep_ms(100)) {
+        int status;
+        if (it_bridge_exited(b, &status))
+            return 0;
+        if (it_meta_str(b->data, "ingest.state", st, sizeof st) == 0 && strcmp(st, "streaming") == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Size of the bridge's log now (an offset for the _from functions, so a
+ * restarted bridge's lines are told apart from the previous run's). */
+static inline long it_log_size(const it_bridge *b)
+{
+    FILE *f = fopen(b->log, "r");
+    if (f == NULL)
+        return 0;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fclose(f);
+    return n < 0 ? 0 : n;
+}
+
+/* Does the bridge's log, from byte `from` on, contain `needle`?  1 / 0. */
+static inline int it_log_contains_from(const it_bridge *b, long from, const char *needle)
+{
+    FILE *f = fopen(b->log, "r");
+    if (f == NULL)
+        return 0;
+    fseek(f, from, SEEK_SET);
+    char line[4096];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f) != NULL)
+        found = strstr(line, needle) != NULL;
+    fclose(f);
+    return found;
+}
+
+static inline int it_log_contains(const it_bridge *b, const char *needle)
+{
+    return it_log_contains_from(b, 0, needle);
+}
+
+/*
+ * Wait until the log, from byte `from` on, contains `needle`: 1 when it
+ * does; 0 on timeout; -1 when the bridge exited first (*status filled when
+ * status != NULL).
+ */
+static inline int it_wait_log(it_bridge *b, long from, const char *needle, int timeout_ms,
+                              int *status)
+{
+    int st = 0;
+    for (int64_t end = it_now_ms() + timeout_ms;; it_sleep_ms(20)) {
+        if (it_log_contains_from(b, from, needle))
+            return 1;
+        if (b->pid > 0 && it_bridge_exited(b, &st)) {
+            if (status != NULL)
+                *status = st;
+            return it_log_contains_from(b, from, needle) ? 1 : -1;
+        }
+        if (b->pid <= 0 || it_now_ms() >= end)
+            return 0;
+    }
+}
+
+/* Wait for the bridge to exit on its own: 1 and *status, or 0 on timeout. */
+static inline int it_wait_exit(it_bridge *b, int timeout_ms, int *status)
+{
+    for (int64_t end = it_now_ms() + timeout_ms; it_now_ms() < end; it_sleep_ms(20))
+        if (it_bridge_exited(b, status))
+            return 1;
+    return 0;
+}
+
+/* The WAL records read back: clones of the ops (free with it_wal_free). */
+typedef struct it_walrec {
+    uint64_t seq;
+    int group_end;
+    sa_op *op;
+} it_walrec;
+
+/* Every WAL record with seq >= from (read-only open, so it works beside the
+ * running bridge).  *n records; NULL (and *n 0) on error. */
+static inline it_walrec *it_wal_collect(const char *data, uint64_t from, size_t *n)
+{
+    *n = 0;
+    sa_store *s = it_store_ro(data);
+    if (s == NULL)
+        return NULL;
+    size_t cap = 1024;
+    it_walrec *v = malloc(cap * sizeof *v);
+    sa_wal_iter *it = NULL;
+    sa_wal_rec rec;
+    sa_err err;
+    int rc = sa_wal_iter_open(s, from, &it, &err);
+    while (rc == 0 && (rc = sa_wal_iter_next(it, &rec, &err)) == 1) {
+        if (*n == cap) {
+            cap *= 2;
+            v = realloc(v, cap * sizeof *v);
+        }
+        v[*n].seq = rec.seq;
+        v[*n].group_end = rec.group_end;
+        if (sa_op_clone(rec.op, &v[*n].op, &err) != 0) {
+            rc = -1;
+            break;
+        }
+        (*n)++;
+        rc = 0;
+    }
+    sa_wal_iter_close(it);
+    sa_store_close(s);
+    if (rc < 0) {
+        fprintf(stderr, "reading the WAL of %s: %s\n", data, err.msg);
+        for (size_t i = 0; i < *n; i++)
+            sa_op_free(v[i].op);
+        free(v);
+        *n = 0;
+        return NULL;
+    }
+    return v;
+}
+
+static inline void it_wal_free(it_walrec *v, size_t n)
+{
+    for (size_t i = 0; v != NULL && i < n; i++)
+        sa_op_free(v[i].op);
+    free(v);
+}
+
+/* The field named `name` in f[0..n), or NULL. */
+static inline const sa_field *it_field(const sa_field *f, uint32_t n, const char *name)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (strcmp(f[i].name, name) == 0)
+            return &f[i];
+    return NULL;
+}
+
+/*
+ * Like it_state_equals_table, but each table value is rendered by its
+ * type's output function (libpq text results: bool 't', char(n) padded),
+ * which is what pgoutput sends, instead of col::text; NULL is kept apart
+ * from every text (also from a text '\N').  Extra state columns (dropped or
+ * renamed ones) are ignored, as there.  1 when equal; else 0 and prints the
+ * first difference.
+ */
+static inline int it_state_equals_table_out(const char *data, PGconn *c, const char *table)
+{
+    const char *dot = strchr(table, '.');
+    char schema[256], rel[256], sql[1024];
+    snprintf(schema, sizeof schema, "%.*s", (int)(dot - table), table);
+    snprintf(rel, sizeof rel, "%s", dot + 1);
+    char *qs = PQescapeIdentifier(c, schema, strlen(schema));
+    char *qr = PQescapeIdentifier(c, rel, strlen(rel));
+    snprintf(sql, sizeof sql, "SELECT * FROM %s.%s", qs, qr);
+    PQfreemem(qs);
+    PQfreemem(qr);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "row query failed: %s", PQerrorMessage(c));
+        PQclear(r);
+        return 0;
+    }
+    int nf = PQnfields(r);
+    size_t npg = (size_t)PQntuples(r);
+    char **pg = calloc(npg + 1, sizeof *pg);
+    for (size_t i = 0; i < npg; i++) {
+        size_t len = 1;
+        for (int k = 0; k < nf; k++)
+            len += strlen(PQfname(r, k)) + (size_t)PQgetlength(r, (int)i, k) + 4;
+        char *line = malloc(len), *p = line;
+        for (int k = 0; k < nf; k++) {
+            p += sprintf(p, "%s%s=", k ? "\x1f" : "", PQfname(r, k));
+            if (PQgetisnull(r, (int)i, k))
+                *p++ = '\x1e';
+            else {
+                memcpy(p, PQgetvalue(r, (int)i, k), (size_t)PQgetlength(r, (int)i, k));
+                p += PQgetlength(r, (int)i, k);
+            }
+        }
+        *p = '\0';
+        pg[i] = line;
+    }
+    size_t ncap = 1024, nst = 0;
+    char **st = calloc(ncap, sizeof *st);
+    sa_store *s = it_store_ro(data);
+    int ok = s != NULL;
+    sa_snapshot *sn = NULL;
+    sa_state_iter *it = NULL;
+    sa_err err;
+    if (ok && (sa_snapshot_open(s, &sn, &err) != 0 || sa_state_iter_open(sn, table, &it, &err) != 0))
+        ok = 0;
+    const sa_row *row;
+    while (ok && sa_state_iter_next(it, &row, &err) == 1) {
+        size_t len = 1;
+        for (int k = 0; k < nf; k++) {
+            const sa_field *f = it_field(row->cols, row->ncols, PQfname(r, k));
+            len += strlen(PQfname(r, k)) + 16 + (f && f->val.kind == SA_VAL_TEXT ? f->val.len : 0);
+        }
+        char *line = malloc(len), *p = line;
+        for (int k = 0; k < nf; k++) {
+            const sa_field *f = it_field(row->cols, row->ncols, PQfname(r, k));
+            p += sprintf(p, "%s%s=", k ? "\x1f" : "", PQfname(r, k));
+            if (f == NULL)
+                p += sprintf(p, "<absent>");
+            else if (f->val.kind == SA_VAL_NULL)
+                *p++ = '\x1e';
+            else if (f->val.kind == SA_VAL_UNCHANGED)
+                p += sprintf(p, "<unchanged-toast>");
+            else {
+                memcpy(p, f->val.data, f->val.len);
+                p += f->val.len;
+            }
+        }
+        *p = '\0';
+        if (nst == ncap) {
+            ncap *= 2;
+            st = realloc(st, ncap * sizeof *st);
+        }
+        st[nst++] = line;
+    }
+    PQclear(r);
+    sa_state_iter_close(it);
+    sa_snapshot_close(sn);
+    sa_store_close(s);
+    if (ok) {
+        qsort(pg, npg, sizeof *pg, it_strcmp_p);
+        qsort(st, nst, sizeof *st, it_strcmp_p);
+        if (npg != nst) {
+            fprintf(stderr, "%s: table has %zu rows, state has %zu\n", table, npg, nst);
+            ok = 0;
+        }
+        for (size_t i = 0; ok && i < npg; i++)
+            if (strcmp(pg[i], st[i]) != 0) {
+                fprintf(stderr, "%s: first difference (0x1f separates columns, 0x1e is NULL):\n"
+                        "  table: %.400s\n  state: %.400s\n", table, pg[i], st[i]);
+                ok = 0;
+            }
+    } else {
+        fprintf(stderr, "cannot read the bridge's state in %s\n", data);
+    }
+    for (size_t i = 0; i < npg; i++)
+        free(pg[i]);
+    for (size_t i = 0; i < nst; i++)
+        free(st[i]);
+    free(pg);
+    free(st);
+    return ok;
+}
+
 #endif /* SA_INGEST_UTIL_H */
