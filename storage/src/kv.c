@@ -263,7 +263,7 @@ int sa__kv_get(sa__kv *kv, const sa__kv_snap *snap, int cf, const void *k, size_
 {
     rocksdb_readoptions_t *ro = kv->ro;
     rocksdb_readoptions_t *own = NULL;
-    if (snap != NULL) {
+    if (snap != NULL && snap->snap != NULL) {
         own = ro = rocksdb_readoptions_create();
         rocksdb_readoptions_set_snapshot(ro, snap->snap);
     }
@@ -371,7 +371,10 @@ int sa__kv_snap_new(sa__kv *kv, sa__kv_snap **out, sa_err *err)
     sa__kv_snap *s = sa_malloc(sizeof *s);
     if (s == NULL)
         return sa_err_set(err, SA_ENOMEM, "out of memory");
-    s->snap = rocksdb_create_snapshot(kv->db);
+    /* A secondary instance has no snapshots, and needs none: it changes
+     * only when told to catch up with the writer, which we never do after
+     * open, so every read is consistent at the open. */
+    s->snap = kv->secondary != NULL ? NULL : rocksdb_create_snapshot(kv->db);
     *out = s;
     return 0;
 }
@@ -380,7 +383,8 @@ void sa__kv_snap_free(sa__kv *kv, sa__kv_snap *s)
 {
     if (s == NULL)
         return;
-    rocksdb_release_snapshot(kv->db, s->snap);
+    if (s->snap != NULL)
+        rocksdb_release_snapshot(kv->db, s->snap);
     sa_free(s);
 }
 
@@ -391,7 +395,7 @@ int sa__kv_iter_new(sa__kv *kv, const sa__kv_snap *snap, int cf, const void *lo,
     if (it == NULL)
         return sa_err_set(err, SA_ENOMEM, "out of memory");
     it->ro = rocksdb_readoptions_create();
-    if (snap != NULL)
+    if (snap != NULL && snap->snap != NULL)
         rocksdb_readoptions_set_snapshot(it->ro, snap->snap);
     if (hi != NULL) {
         it->hi = sa_malloc(hil ? hil : 1);

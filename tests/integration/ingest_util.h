@@ -312,7 +312,8 @@ static inline int it_state_equals_table(const char *data, PGconn *c, const char 
     if (ok && (sa_snapshot_open(s, &sn, &err) != 0 || sa_state_iter_open(sn, table, &it, &err) != 0))
         ok = 0;
     const sa_row *row;
-    while (ok && sa_state_iter_next(it, &row, &err) == 1) {
+    int irc = 0;
+    while (ok && (irc = sa_state_iter_next(it, &row, &err)) == 1) {
         size_t cap = 256, len = 0;
         char *line = malloc(cap);
         line[0] = '\0';
@@ -348,6 +349,10 @@ static inline int it_state_equals_table(const char *data, PGconn *c, const char 
             st = realloc(st, ncap * sizeof *st);
         }
         st[nst++] = line;
+    }
+    if (ok && irc < 0) {
+        fprintf(stderr, "reading the bridge's state failed: %s\n", err.msg);
+        ok = 0;
     }
     sa_state_iter_close(it);
     sa_snapshot_close(sn);
@@ -631,7 +636,8 @@ static inline int it_state_equals_table_out(const char *data, PGconn *c, const c
     if (ok && (sa_snapshot_open(s, &sn, &err) != 0 || sa_state_iter_open(sn, table, &it, &err) != 0))
         ok = 0;
     const sa_row *row;
-    while (ok && sa_state_iter_next(it, &row, &err) == 1) {
+    int irc = 0;
+    while (ok && (irc = sa_state_iter_next(it, &row, &err)) == 1) {
         size_t len = 1;
         for (int k = 0; k < nf; k++) {
             const sa_field *f = it_field(row->cols, row->ncols, PQfname(r, k));

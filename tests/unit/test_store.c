@@ -174,6 +174,17 @@ static void test_store_second_open_is_busy(void **state)
     assert_int_equal(sa_wal_append(s2, &del, 1, NULL, &err), SA_EINVAL);
     assert_non_null(strstr(err.msg, "read-only"));
     assert_int_equal(sa_wal_truncate(s2, 2, &err), SA_EINVAL);
+    /* snapshots and scans work on a read-only open too */
+    sa_snapshot *sn;
+    sa_state_iter *it;
+    const sa_row *row;
+    assert_int_equal(sa_snapshot_open(s2, &sn, &err), 0);
+    assert_int_equal(sa_snapshot_seq(sn), 1);
+    assert_int_equal(sa_state_iter_open(sn, T, &it, &err), 0);
+    assert_int_equal(sa_state_iter_next(it, &row, &err), 1);
+    assert_int_equal(sa_state_iter_next(it, &row, &err), 0);
+    sa_state_iter_close(it);
+    sa_snapshot_close(sn);
     sa_store_close(s2);
     sa_store_close(s);
     tu_rmrf(dir);
