@@ -424,6 +424,7 @@ static int on_change(ingest *ig, const pgo_msg *m, sa_err *err)
     sa_op op;
     const sa_field *old = NULL;
     uint32_t nold = 0;
+    memset(&op, 0, sizeof op); /* pgo_change_to_op sets only what it knows */
     int rc = pgo_change_to_op(ig->dec, m, &op, &old, &nold, err);
     if (rc != 0)
         return rc;
@@ -1229,13 +1230,17 @@ int ingest_run(const sa_bridge_config *cfg, volatile sig_atomic_t *stop, ingest_
                 goto done;
         }
         rc = initial_sync(ig, 0, err); /* first start */
-    } else if (strcmp(state, "streaming") != 0) {
-        say(ig, 1, "the initial sync was interrupted: starting it again");
-        rc = resync(ig, 1, err);
     } else if (strcmp(sysid, ig->sysid) != 0) {
+        /* another cluster: a slot of that name there is not ours to drop */
         say(ig, 1, "the server's system identifier changed (%s, was %s): a different cluster; "
                    "taking the resync path", ig->sysid, sysid);
-        rc = resync(ig, 1, err);
+        rc = resync(ig, 0, err);
+    } else if (strcmp(state, "streaming") != 0) {
+        /* ours to drop and recreate, unless someone recreated it meanwhile */
+        int need, must_drop;
+        say(ig, 1, "the initial sync was interrupted: starting it again");
+        if ((rc = check_slot(ig, &need, &must_drop, err)) == 0)
+            rc = resync(ig, !need || must_drop, err);
     } else {
         int need, must_drop;
         if ((rc = check_slot(ig, &need, &must_drop, err)) == 0 && need)

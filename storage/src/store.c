@@ -95,6 +95,7 @@ typedef struct entry {
     uint8_t kind;      /* E_WAL_OP: sa_op_kind */
     uint8_t group_end; /* E_WAL_OP: last op of its group */
     uint8_t merge;     /* E_WAL_OP: state row needs the old row */
+    uint8_t full_row;  /* the op carries every column (from PostgreSQL) */
     uint64_t a, b;     /* seqs, times, ok flag ... per type */
     uint64_t hlc;
     span name;   /* peer / origin / meta key / table */
@@ -276,6 +277,10 @@ static int batch_op(sa_batch *b, uint8_t type, const sa_op *op, int group_end, u
         e->skey2.len = b->arena.len - e->skey2.off;
     }
     e->merge = op->kind == SA_OP_UPDATE || has_unchanged(op);
+    /* pgoutput sends every column of the new row (unchanged TOASTed ones
+     * marked): such a row replaces the old one's column set, so a dropped
+     * column disappears; an edge's update names only what it changed */
+    e->full_row = strcmp(op->origin, "pg") == 0;
     if (rc == 0 && e->merge) {
         /* key fields and new columns apart: merged with the old row at commit */
         b->needs_read++;
@@ -712,13 +717,24 @@ static int wg_merge_row(wgroup *w, const sa_batch *b, const entry *e, uint64_t s
         rc = sa_err_set(err, SA_ENOMEM, "out of memory merging a row");
         goto done;
     }
-    for (uint32_t i = 0; i < nold; i++) {
-        const sa_field *n = find_field(newc, nnew, oldc[i].name);
-        merged[nm++] = (n != NULL && n->val.kind != SA_VAL_UNCHANGED) ? *n : oldc[i];
+    if (e->full_row) {
+        /* the new row's columns; unchanged ones keep the old value */
+        for (uint32_t i = 0; i < nnew; i++) {
+            const sa_field *o = find_field(oldc, nold, newc[i].name);
+            if (newc[i].val.kind != SA_VAL_UNCHANGED)
+                merged[nm++] = newc[i];
+            else if (o != NULL)
+                merged[nm++] = *o;
+        }
+    } else {
+        for (uint32_t i = 0; i < nold; i++) {
+            const sa_field *n = find_field(newc, nnew, oldc[i].name);
+            merged[nm++] = (n != NULL && n->val.kind != SA_VAL_UNCHANGED) ? *n : oldc[i];
+        }
+        for (uint32_t i = 0; i < nnew; i++) /* columns the old row did not have */
+            if (newc[i].val.kind != SA_VAL_UNCHANGED && find_field(oldc, nold, newc[i].name) == NULL)
+                merged[nm++] = newc[i];
     }
-    for (uint32_t i = 0; i < nnew; i++) /* columns the old row did not have */
-        if (newc[i].val.kind != SA_VAL_UNCHANGED && find_field(oldc, nold, newc[i].name) == NULL)
-            merged[nm++] = newc[i];
 
     sa_buf_reset(&w->tmp);
     rc = sa_buf_put_u8(&w->tmp, SA_ROW_VERSION);

@@ -427,12 +427,26 @@ static void test_store_state_follows_ops(void **state)
     tu_fields_set(&cmove, 2, cm);
     tu_fields_set(&kmove, 1, km);
     sa_op up = tu_op(SA_OP_UPDATE, T, &k2, &cmove, 13);
+    up.origin = "tablet-9"; /* an edge's update names only what it changed */
     assert_int_equal(sa_wal_append(s, &up, 1, &r, &err), 0);
     assert_int_equal(sa_state_get(s, T, k2.f, 1, &row, &err), SA_ENOTFOUND);
     assert_int_equal(sa_state_get(s, T, kmove.f, 1, &row, &err), 0);
     assert_string_equal(tu_col(row->cols, row->ncols, "v", buf, sizeof buf), "moved");
     assert_string_equal(tu_col(row->cols, row->ncols, "big", buf, sizeof buf), "B2");
     assert_string_equal(tu_col(row->cols, row->ncols, "id", buf, sizeof buf), "20");
+    sa_row_free(row);
+
+    /* an update from PostgreSQL carries the whole new row: a column it
+     * lacks (dropped from the table) leaves the state row */
+    tu_fields cfull;
+    const char *cfs[] = {"id=20", "v=full"};
+    tu_fields_set(&cfull, 2, cfs);
+    sa_op fu = tu_op(SA_OP_UPDATE, T, &kmove, &cfull, 14);
+    assert_int_equal(sa_wal_append(s, &fu, 1, &r, &err), 0);
+    assert_int_equal(sa_state_get(s, T, kmove.f, 1, &row, &err), 0);
+    assert_int_equal(row->ncols, 2);
+    assert_string_equal(tu_col(row->cols, row->ncols, "big", buf, sizeof buf), "<absent>");
+    assert_string_equal(tu_col(row->cols, row->ncols, "v", buf, sizeof buf), "full");
     sa_row_free(row);
 
     /* delete, then an update of a missing row creates it from what it has */
