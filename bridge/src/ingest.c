@@ -74,11 +74,16 @@ typedef struct ingest {
     sa_hlc_clock *hlc;
     char sysid[24];
     char slot_name[REPL_NAME_MAX + 1];
-    /* positions (I1..I3); commit_lsn and end_lsn are those of the last
-     * transaction written, durable_end of the last one synced */
+    /* positions (I1..I3): commit_lsn and end_lsn are those of the last
+     * transaction received whole (perhaps still pending in cur_batch),
+     * durable_* those of the last one written and synced */
     uint64_t commit_lsn, end_lsn, confirmed_lsn;
-    uint64_t durable_end;
-    int64_t pending_since_ms; /* first written-not-synced transaction, 0 if none */
+    uint64_t durable_commit, durable_end;
+    /* transactions committed into cur_batch, written together in one
+     * synced write when the input pauses (group commit for one writer) */
+    size_t pend_txns, pend_ops;
+    int64_t pend_since_ms;
+    sa_batch_mark cur_mark; /* where the open transaction's ops start */
     uint64_t idle_end; /* keepalive position seen while idle */
     uint64_t sent_flush;
     int64_t last_status_ms;
@@ -291,18 +296,15 @@ static int commit_txn(ingest *ig, txbuf *t, uint32_t xid, uint64_t commit_lsn, u
             goto done;
         if (n > 0 && (rc = sa_batch_wal_end_group(b, err)) != 0)
             goto done;
-        rc = sa_store_commit_deferred(ig->store, b, &res, err);
+        rc = sa_store_commit(ig->store, b, &res, err);
     }
     if (rc != 0) {
         sa_err_wrap(err, "recording the transaction that commits at %s", lsn_str(commit_lsn, l1));
         goto done;
     }
-    ig->commit_lsn = commit_lsn;
-    ig->end_lsn = end_lsn;
-    if (txbuf_spilled(t)) /* synced by its final write, with everything before */
-        ig->durable_end = end_lsn;
-    else if (ig->pending_since_ms == 0)
-        ig->pending_since_ms = repl_clock_ms();
+    ig->commit_lsn = ig->durable_commit = commit_lsn;
+    ig->end_lsn = ig->durable_end = end_lsn;
+    ig->status_due = 1;
     ig->txns++;
     ig->ops += res.last_seq ? res.last_seq - res.first_seq + 1 : 0;
     say(ig, 3, "transaction %u committed at %s: WAL %" PRIu64 "..%" PRIu64 "%s", xid,
@@ -313,16 +315,28 @@ done:
     return rc;
 }
 
-/* Make every written transaction durable (one sync for all of them). */
-static int sync_written(ingest *ig, sa_err *err)
+/* Write the transactions pending in cur_batch, with the positions after
+ * the last one, in one synced write.  Only between transactions. */
+static int flush_pending(ingest *ig, sa_err *err)
 {
-    if (ig->durable_end >= ig->end_lsn)
+    if (ig->pend_txns == 0)
         return 0;
-    int rc = sa_store_sync(ig->store, NULL, err);
+    char l1[REPL_LSN_STRLEN];
+    sa_commit_result res = {0};
+    int rc = batch_positions(ig->cur_batch, ig->commit_lsn, ig->end_lsn, err);
+    if (rc == 0)
+        rc = sa_store_commit(ig->store, ig->cur_batch, &res, err);
     if (rc != 0)
-        return rc;
+        return sa_err_wrap(err, "recording %zu transaction(s) up to the one committed at %s",
+                           ig->pend_txns, lsn_str(ig->commit_lsn, l1));
+    say(ig, 3, "%zu transaction(s) up to %s durable: WAL %" PRIu64 "..%" PRIu64, ig->pend_txns,
+        lsn_str(ig->commit_lsn, l1), res.first_seq, res.last_seq);
+    ig->durable_commit = ig->commit_lsn;
     ig->durable_end = ig->end_lsn;
-    ig->pending_since_ms = 0;
+    ig->txns += ig->pend_txns;
+    ig->ops += ig->pend_ops;
+    ig->pend_txns = ig->pend_ops = 0;
+    ig->pend_since_ms = 0;
     ig->status_due = 1;
     return 0;
 }
@@ -346,6 +360,9 @@ static void stream_drop(ingest *ig, txbuf **slot)
     ig->streams[ig->nstreams] = NULL;
 }
 
+/* Forget what is not durable: the open transaction, streams, and
+ * transactions still pending in cur_batch (the server sends them again:
+ * positions go back to the durable ones). */
 static void discard_open(ingest *ig)
 {
     txbuf_free(ig->cur);
@@ -353,6 +370,10 @@ static void discard_open(ingest *ig)
     ig->cur_open = 0;
     if (ig->cur_batch != NULL)
         sa_batch_clear(ig->cur_batch);
+    ig->pend_txns = ig->pend_ops = 0;
+    ig->pend_since_ms = 0;
+    ig->commit_lsn = ig->durable_commit;
+    ig->end_lsn = ig->durable_end;
     while (ig->nstreams > 0)
         stream_drop(ig, &ig->streams[0]);
     ig->stream_cur = NULL;
@@ -360,7 +381,8 @@ static void discard_open(ingest *ig)
 
 static int idle(const ingest *ig)
 {
-    return !ig->cur_open && ig->nstreams == 0 && ig->durable_end >= ig->end_lsn;
+    return !ig->cur_open && ig->nstreams == 0 && ig->pend_txns == 0 &&
+           ig->durable_end >= ig->end_lsn;
 }
 
 static int proto_err(sa_err *err, uint64_t lsn, const char *what)
@@ -391,12 +413,12 @@ static int cur_add(ingest *ig, sa_op *op, sa_err *err)
     if (rc != 0)
         return rc;
     ig->cur_n++;
-    if (sa_batch_bytes(ig->cur_batch) > (size_t)ig->cfg->txn_memory_kb * 1024) {
-        /* outgrew memory: everything so far moves to a spill file */
+    if (sa_batch_bytes(ig->cur_batch) - ig->cur_mark.arena > (size_t)ig->cfg->txn_memory_kb * 1024) {
+        /* outgrew memory: its ops so far move to a spill file */
         if ((rc = txbuf_new(ig->staging_dir, ig->cur_xid, 0, &ig->cur, err)) != 0 ||
-            (rc = sa_batch_wal_foreach(ig->cur_batch, spill_one, ig->cur, err)) != 0)
+            (rc = sa_batch_wal_foreach(ig->cur_batch, &ig->cur_mark, spill_one, ig->cur, err)) != 0)
             return rc;
-        sa_batch_clear(ig->cur_batch);
+        sa_batch_rollback(ig->cur_batch, &ig->cur_mark);
         ig->cur_n = 0;
     }
     return 0;
@@ -445,31 +467,22 @@ static int on_truncate(ingest *ig, const pgo_msg *m, sa_err *err)
     return 0;
 }
 
-/* Commit the current transaction held in cur_batch: written without a
- * sync (the session syncs when the input pauses), positions in the same
- * batch. */
+/* The current transaction, held in cur_batch, is complete: it stays there,
+ * pending, until flush_pending writes it with its neighbours. */
 static int commit_batch(ingest *ig, uint64_t commit_lsn, uint64_t end_lsn, sa_err *err)
 {
-    char l1[REPL_LSN_STRLEN];
-    sa_commit_result res = {0};
-    int rc = 0;
-    if (ig->cur_n > 0)
-        rc = sa_batch_wal_end_group(ig->cur_batch, err);
-    if (rc == 0)
-        rc = batch_positions(ig->cur_batch, commit_lsn, end_lsn, err);
-    if (rc == 0)
-        rc = sa_store_commit_deferred(ig->store, ig->cur_batch, &res, err);
+    int rc = sa_batch_wal_end_group(ig->cur_batch, err);
     if (rc != 0)
-        return sa_err_wrap(err, "recording the transaction that commits at %s",
-                           lsn_str(commit_lsn, l1));
+        return rc;
     ig->commit_lsn = commit_lsn;
     ig->end_lsn = end_lsn;
-    if (ig->pending_since_ms == 0)
-        ig->pending_since_ms = repl_clock_ms();
-    ig->txns++;
-    ig->ops += ig->cur_n;
-    say(ig, 3, "transaction %u committed at %s: WAL %" PRIu64 "..%" PRIu64, ig->cur_xid,
-        lsn_str(commit_lsn, l1), res.first_seq, res.last_seq);
+    ig->pend_txns++;
+    ig->pend_ops += ig->cur_n;
+    if (ig->pend_since_ms == 0)
+        ig->pend_since_ms = repl_clock_ms();
+    /* bounded latency and memory under a stream that never pauses */
+    if (repl_clock_ms() - ig->pend_since_ms >= 20 || sa_batch_bytes(ig->cur_batch) >= (4u << 20))
+        return flush_pending(ig, err);
     return 0;
 }
 
@@ -489,7 +502,7 @@ static int handle_msg(ingest *ig, const pgo_msg *m, sa_err *err)
         ig->cur_commit_time = m->begin.commit_time;
         /* I2: the whole transaction is already in the WAL */
         ig->cur_skip = m->begin.final_lsn <= ig->commit_lsn;
-        sa_batch_clear(ig->cur_batch);
+        sa_batch_get_mark(ig->cur_batch, &ig->cur_mark);
         rc = sa_hlc_update(ig->hlc, sa_hlc_pack((uint64_t)(m->begin.commit_time / 1000), 0),
                            &ig->cur_hlc, err);
         if (rc == SA_ECLOCK) /* a server clock far ahead must not stop ingest */
@@ -500,23 +513,24 @@ static int handle_msg(ingest *ig, const pgo_msg *m, sa_err *err)
             return proto_err(err, m->wal_lsn, "Commit without Begin");
         if (m->commit.commit_lsn != ig->cur_final_lsn)
             return proto_err(err, m->wal_lsn, "Commit LSN differs from its Begin's");
+        ig->cur_open = 0; /* between transactions from here on */
         if (ig->cur_skip) {
             /* already recorded */
         } else if (ig->cur != NULL) {
-            rc = commit_txn(ig, ig->cur, ig->cur_xid, m->commit.commit_lsn, m->commit.end_lsn,
-                            m->commit.commit_time, err);
+            /* spilled: the pending ones first, to keep commit order */
+            if ((rc = flush_pending(ig, err)) == 0)
+                rc = commit_txn(ig, ig->cur, ig->cur_xid, m->commit.commit_lsn,
+                                m->commit.end_lsn, m->commit.commit_time, err);
         } else if (ig->cur_n > 0) {
             rc = commit_batch(ig, m->commit.commit_lsn, m->commit.end_lsn, err);
         } else if (m->commit.end_lsn > ig->end_lsn) {
             /* nothing to write: durable as soon as what came before is */
-            if (ig->durable_end >= ig->end_lsn)
+            if (ig->durable_end >= ig->end_lsn && ig->pend_txns == 0)
                 ig->durable_end = m->commit.end_lsn;
             ig->end_lsn = m->commit.end_lsn;
         }
         txbuf_free(ig->cur);
         ig->cur = NULL;
-        ig->cur_open = 0;
-        ig->status_due = 1;
         return rc;
     case PGO_INSERT:
     case PGO_UPDATE:
@@ -546,11 +560,12 @@ static int handle_msg(ingest *ig, const pgo_msg *m, sa_err *err)
     case PGO_STREAM_COMMIT:
         if ((s = stream_find(ig, m->xid)) == NULL)
             return proto_err(err, m->wal_lsn, "Stream Commit of an unknown transaction");
-        if (m->commit.commit_lsn > ig->commit_lsn && txbuf_count(*s) > 0)
-            rc = commit_txn(ig, *s, m->xid, m->commit.commit_lsn, m->commit.end_lsn,
-                            m->commit.commit_time, err);
-        else if (m->commit.end_lsn > ig->end_lsn) {
-            if (ig->durable_end >= ig->end_lsn)
+        if (m->commit.commit_lsn > ig->commit_lsn && txbuf_count(*s) > 0) {
+            if ((rc = flush_pending(ig, err)) == 0)
+                rc = commit_txn(ig, *s, m->xid, m->commit.commit_lsn, m->commit.end_lsn,
+                                m->commit.commit_time, err);
+        } else if (m->commit.end_lsn > ig->end_lsn) {
+            if (ig->durable_end >= ig->end_lsn && ig->pend_txns == 0)
                 ig->durable_end = m->commit.end_lsn;
             ig->end_lsn = m->commit.end_lsn;
         }
@@ -825,7 +840,7 @@ static int copy_tables(ingest *ig, char *const *tables, size_t ntables, const ch
             (rc = batch_meta_lsn(cx.b, INGEST_META_END_LSN, lsn, err)) != 0 ||
             (rc = batch_meta_lsn(cx.b, INGEST_META_COMMIT_LSN, lsn, err)) != 0)
             goto done;
-        ig->end_lsn = ig->commit_lsn = ig->durable_end = lsn;
+        ig->end_lsn = ig->commit_lsn = ig->durable_end = ig->durable_commit = lsn;
     }
     if ((rc = sa_store_commit(ig->store, cx.b, NULL, err)) != 0)
         goto done;
@@ -1023,19 +1038,20 @@ static int session(ingest *ig, sa_err *err)
         if (repl_is_stale(ig->rc, now, dead))
             return sa_err_set(err, SA_ETIMEOUT, "no answer from the server for %" PRId64 " ms: "
                               "replacing the connection", dead);
-        if (ig->pending_since_ms != 0 && now - ig->pending_since_ms >= 20 &&
-            (rc = sync_written(ig, err)) != 0) { /* bounded latency under a steady stream */
-            ig->fatal = 1;
+        int between = !ig->cur_open && ig->pend_txns > 0;
+        if (between && now - ig->pend_since_ms >= 20 && (rc = flush_pending(ig, err)) != 0) {
+            ig->fatal = 1; /* bounded latency under a steady stream */
             return rc;
         }
         if (ig->status_due || now - ig->last_status_ms >= ig->cfg->status_interval_ms)
             if ((rc = send_status(ig, 0, err)) != 0)
                 return rc;
-        /* written transactions wait for their sync only while more input is
-         * already there: when it pauses, sync them all at once */
-        rc = repl_next(ig->rc, ig->pending_since_ms != 0 ? 0 : 200, &f, err);
-        if (rc == 0 && ig->pending_since_ms != 0) {
-            if ((rc = sync_written(ig, err)) != 0) {
+        /* pending transactions wait for their write only while more input is
+         * already there: when it pauses, they are written all at once */
+        between = !ig->cur_open && ig->pend_txns > 0;
+        rc = repl_next(ig->rc, between ? 0 : 200, &f, err);
+        if (rc == 0 && between) {
+            if ((rc = flush_pending(ig, err)) != 0) {
                 ig->fatal = 1;
                 return rc;
             }
@@ -1061,11 +1077,20 @@ static int session(ingest *ig, sa_err *err)
             return rc;
         }
     }
-    if ((rc = sync_written(ig, err)) != 0)
-        ig->fatal = 1;
-    else
-        rc = send_status(ig, 0, err);
-    return rc;
+    return 0;
+}
+
+/* Leaving a session: write the complete transactions still pending (the
+ * store is fine whatever happened to the connection). */
+static int session_end(ingest *ig, sa_err *err)
+{
+    if (ig->cur_open) {
+        sa_batch_rollback(ig->cur_batch, &ig->cur_mark);
+        txbuf_free(ig->cur);
+        ig->cur = NULL;
+        ig->cur_open = 0;
+    }
+    return flush_pending(ig, err);
 }
 
 /* Errors a reconnect may cure: the connection, the server restarting. */
@@ -1082,6 +1107,7 @@ static int load_positions(ingest *ig, sa_err *err)
     if (rc == 0)
         rc = meta_get_lsn(ig, INGEST_META_CONFIRMED, &ig->confirmed_lsn, err);
     ig->durable_end = ig->end_lsn; /* what the store holds after open is durable */
+    ig->durable_commit = ig->commit_lsn;
     for (size_t i = 0; rc == 0 && i < ig->cfg->ntables; i++) {
         pgck_table ti;
         if ((rc = pgck_table_info(ig->pg, ig->cfg->tables[i], &ti, err)) != 0)
@@ -1253,8 +1279,17 @@ int ingest_run(const sa_bridge_config *cfg, volatile sig_atomic_t *stop, ingest_
 
     while (!*stop) {
         rc = session(ig, err);
+        sa_err e2;
+        int frc = session_end(ig, &e2);
+        if (frc == 0 && rc == 0 && ig->rc != NULL)
+            (void)send_status(ig, 0, &e2); /* tell the server before leaving */
         repl_conn_close(ig->rc);
         ig->rc = NULL;
+        if (frc != 0) {
+            *err = e2;
+            rc = frc;
+            goto done;
+        }
         if (rc == 0 || *stop)
             break;
         if (ig->fatal || !transient(rc))

@@ -149,11 +149,31 @@ int sa_batch_empty(const sa_batch *b) { return b->nents == 0; }
 size_t sa_batch_bytes(const sa_batch *b) { return b->arena.len; }
 size_t sa_batch_wal_count(const sa_batch *b) { return b->wal_ops; }
 
-int sa_batch_wal_foreach(const sa_batch *b, int (*cb)(void *ctx, const sa_op *op, sa_err *err),
-                         void *ctx, sa_err *err)
+void sa_batch_get_mark(const sa_batch *b, sa_batch_mark *m)
+{
+    m->nents = b->nents;
+    m->arena = b->arena.len;
+    m->wal_ops = b->wal_ops;
+    m->needs_read = b->needs_read;
+    m->last_wal = b->last_wal;
+    m->open_group = b->open_group;
+}
+
+void sa_batch_rollback(sa_batch *b, const sa_batch_mark *m)
+{
+    b->nents = m->nents;
+    b->arena.len = m->arena;
+    b->wal_ops = m->wal_ops;
+    b->needs_read = m->needs_read;
+    b->last_wal = m->last_wal;
+    b->open_group = m->open_group;
+}
+
+int sa_batch_wal_foreach(const sa_batch *b, const sa_batch_mark *from,
+                         int (*cb)(void *ctx, const sa_op *op, sa_err *err), void *ctx, sa_err *err)
 {
     int rc = 0;
-    for (size_t k = 0; rc == 0 && k < b->nents; k++) {
+    for (size_t k = from != NULL ? from->nents : 0; rc == 0 && k < b->nents; k++) {
         const entry *e = &b->ents[k];
         sa_op *op = NULL;
         if (e->type != E_WAL_OP)

@@ -101,11 +101,19 @@ void sa_batch_clear(sa_batch *b); /* empty it for reuse */
 int sa_batch_empty(const sa_batch *b);
 size_t sa_batch_bytes(const sa_batch *b);     /* memory its contents take */
 size_t sa_batch_wal_count(const sa_batch *b); /* WAL ops added */
-/* Call cb with each WAL op added, in order (decoded; borrowed for the call);
- * a non-zero return stops.  For moving a batch's ops elsewhere (a
- * transaction outgrowing memory). */
-int sa_batch_wal_foreach(const sa_batch *b, int (*cb)(void *ctx, const sa_op *op, sa_err *err),
-                         void *ctx, sa_err *err);
+/* A point in a batch's contents, to come back to (caller-allocated). */
+typedef struct sa_batch_mark {
+    size_t nents, arena, wal_ops, needs_read, last_wal, open_group;
+} sa_batch_mark;
+void sa_batch_get_mark(const sa_batch *b, sa_batch_mark *m /* out */);
+/* Forget everything added after the mark. */
+void sa_batch_rollback(sa_batch *b, const sa_batch_mark *m);
+/* Call cb with each WAL op added after `from` (NULL = all), in order
+ * (decoded; borrowed for the call); a non-zero return stops.  For moving a
+ * transaction that outgrew memory out of a batch. */
+int sa_batch_wal_foreach(const sa_batch *b, const sa_batch_mark *from,
+                         int (*cb)(void *ctx, const sa_op *op, sa_err *err), void *ctx,
+                         sa_err *err);
 
 /*
  * Add one WAL group: the ops of one transaction, appended under dense seqs
