@@ -254,136 +254,6 @@ static int it_strcmp_p(const void *a, const void *b)
 }
 
 /*
- * Compare the bridge's state rows of `table` ("schema.name") with the
- * table itself, row for row and column for column in their text forms
- * (col::text; NULL rendered apart from '').  Returns 1 when equal; else 0
- * and prints the first difference.
- */
-static inline int it_state_equals_table(const char *data, PGconn *c, const char *table)
-{
-    /* the table's rows, rendered "col=value|..." in column order */
-    char sql[2048];
-    const char *dot = strchr(table, '.');
-    char schema[256], rel[256];
-    snprintf(schema, sizeof schema, "%.*s", (int)(dot - table), table);
-    snprintf(rel, sizeof rel, "%s", dot + 1);
-    snprintf(sql, sizeof sql,
-             "SELECT string_agg(format('%%I', attname), ',' ORDER BY attnum), "
-             "string_agg(format('coalesce(%%L || ''='' || %%I::text, %%L)', attname, attname, "
-             "attname || '=\\N'), ' || ''|'' || ' ORDER BY attnum) "
-             "FROM pg_attribute WHERE attrelid = format('%%I.%%I', '%s', '%s')::regclass "
-             "AND attnum > 0 AND NOT attisdropped AND attgenerated = ''",
-             schema, rel);
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-        fprintf(stderr, "column query failed: %s", PQerrorMessage(c));
-        PQclear(r);
-        return 0;
-    }
-    char *cols = strdup(PQgetvalue(r, 0, 0));
-    char *expr = strdup(PQgetvalue(r, 0, 1));
-    PQclear(r);
-    char *q = malloc(strlen(expr) + 600);
-    sprintf(q, "SELECT %s FROM %s.%s", expr, PQescapeIdentifier(c, schema, strlen(schema)),
-            PQescapeIdentifier(c, rel, strlen(rel)));
-    r = PQexec(c, q);
-    free(q);
-    free(expr);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        fprintf(stderr, "row query failed: %s", PQerrorMessage(c));
-        PQclear(r);
-        free(cols);
-        return 0;
-    }
-    size_t npg = (size_t)PQntuples(r);
-    char **pg = calloc(npg + 1, sizeof *pg);
-    for (size_t i = 0; i < npg; i++)
-        pg[i] = strdup(PQgetvalue(r, (int)i, 0));
-    PQclear(r);
-
-    /* the state's rows, rendered the same way in the same column order */
-    size_t ncap = 1024, nst = 0;
-    char **st = calloc(ncap, sizeof *st);
-    sa_store *s = it_store_ro(data);
-    int ok = s != NULL;
-    sa_snapshot *sn = NULL;
-    sa_state_iter *it = NULL;
-    sa_err err;
-    if (ok && (sa_snapshot_open(s, &sn, &err) != 0 || sa_state_iter_open(sn, table, &it, &err) != 0))
-        ok = 0;
-    const sa_row *row;
-    int irc = 0;
-    while (ok && (irc = sa_state_iter_next(it, &row, &err)) == 1) {
-        size_t cap = 256, len = 0;
-        char *line = malloc(cap);
-        line[0] = '\0';
-        char *save = NULL, *cl = strdup(cols);
-        int first = 1;
-        for (char *name = strtok_r(cl, ",", &save); name != NULL; name = strtok_r(NULL, ",", &save)) {
-            if (name[0] == '"') { /* format('%I') quoted it */
-                memmove(name, name + 1, strlen(name));
-                name[strlen(name) - 1] = '\0';
-            }
-            const sa_field *f = NULL;
-            for (uint32_t k = 0; k < row->ncols; k++)
-                if (strcmp(row->cols[k].name, name) == 0)
-                    f = &row->cols[k];
-            size_t need = len + strlen(name) + (f && f->val.kind == SA_VAL_TEXT ? f->val.len : 4) + 8;
-            if (need > cap) {
-                cap = need * 2;
-                line = realloc(line, cap);
-            }
-            len += (size_t)sprintf(line + len, "%s%s=", first ? "" : "|", name);
-            if (f == NULL || f->val.kind != SA_VAL_TEXT)
-                len += (size_t)sprintf(line + len, "%s", f == NULL ? "<absent>" : "\\N");
-            else {
-                memcpy(line + len, f->val.data, f->val.len);
-                len += f->val.len;
-                line[len] = '\0';
-            }
-            first = 0;
-        }
-        free(cl);
-        if (nst == ncap) {
-            ncap *= 2;
-            st = realloc(st, ncap * sizeof *st);
-        }
-        st[nst++] = line;
-    }
-    if (ok && irc < 0) {
-        fprintf(stderr, "reading the bridge's state failed: %s\n", err.msg);
-        ok = 0;
-    }
-    sa_state_iter_close(it);
-    sa_snapshot_close(sn);
-    sa_store_close(s);
-    free(cols);
-    if (ok) {
-        qsort(pg, npg, sizeof *pg, it_strcmp_p);
-        qsort(st, nst, sizeof *st, it_strcmp_p);
-        if (npg != nst) {
-            fprintf(stderr, "%s: table has %zu rows, state has %zu\n", table, npg, nst);
-            ok = 0;
-        }
-        for (size_t i = 0; ok && i < npg; i++)
-            if (strcmp(pg[i], st[i]) != 0) {
-                fprintf(stderr, "%s: first difference:\n  table: %.300s\n  state: %.300s\n", table,
-                        pg[i], st[i]);
-                ok = 0;
-            }
-    } else {
-        fprintf(stderr, "cannot read the bridge's state in %s\n", data);
-    }
-    for (size_t i = 0; i < npg; i++)
-        free(pg[i]);
-    for (size_t i = 0; i < nst; i++)
-        free(st[i]);
-    free(pg);
-    free(st);
-    return ok;
-}
-
-/*
  * The bridge's durable position: max(ingest.end_lsn, ingest.confirmed_lsn)
  * read from one read-only open (both keys of the same moment).  0 and *out
  * filled on success; -1 when the store cannot be opened or read (e.g. while
@@ -582,14 +452,14 @@ static inline const sa_field *it_field(const sa_field *f, uint32_t n, const char
 }
 
 /*
- * Like it_state_equals_table, but each table value is rendered by its
- * type's output function (libpq text results: bool 't', char(n) padded),
- * which is what pgoutput sends, instead of col::text; NULL is kept apart
- * from every text (also from a text '\N').  Extra state columns (dropped or
- * renamed ones) are ignored, as there.  1 when equal; else 0 and prints the
- * first difference.
+ * Compare the bridge's state rows of `table` ("schema.name") with the table
+ * itself, row for row and column for column, each table value rendered by
+ * its type's output function (libpq text results: bool 't', char(n)
+ * padded) — what pgoutput and COPY send; NULL is kept apart from every text
+ * (also from a text '\N').  Extra state columns are ignored.  1 when equal;
+ * else 0 and prints the first difference.
  */
-static inline int it_state_equals_table_out(const char *data, PGconn *c, const char *table)
+static inline int it_state_equals_table(const char *data, PGconn *c, const char *table)
 {
     const char *dot = strchr(table, '.');
     char schema[256], rel[256], sql[1024];
