@@ -83,6 +83,7 @@
 #include <unistd.h>
 
 #include "pg_harness.h"
+#include "bench_util.h"
 #include "sa/sa_alloc.h"
 #include "sa/sa_store.h"
 
@@ -198,13 +199,6 @@ static void die(const char *fmt, ...)
     exit(2);
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -266,22 +260,6 @@ static int reap(pid_t pid)
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     return status;
-}
-
-/* Peak resident set (VmHWM) of pid in kB; -1 if unknown. */
-static long peak_rss_kb(pid_t pid)
-{
-    char path[64], line[256];
-    long kb = -1;
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof line, f) != NULL)
-        if (strncmp(line, "VmHWM:", 6) == 0)
-            kb = strtol(line + 6, NULL, 10);
-    fclose(f);
-    return kb;
 }
 
 /* ---------------------------------------------------------------------
@@ -389,7 +367,7 @@ static result run_bridge(const bench_opts *o, const char *target, long rows, con
     uint64_t seq0 = target != NULL && stat(data, &st) == 0 ? bridge_last_seq(data) : 0;
     char *wait_for = NULL; /* set-up: the server's position once the slot exists */
     result r = {0, -1};
-    double t0 = now_s();
+    double t0 = bench_now_s();
     g.child = spawn(argv, g.bridge_log);
     if (perf_out != NULL) {
         char pid[32];
@@ -416,13 +394,13 @@ static result run_bridge(const bench_opts *o, const char *target, long rows, con
             g.child = 0;
             die("sa-bridge exited early (status %d)", status);
         }
-        if (now_s() - t0 > BENCH_TIMEOUT_S)
+        if (bench_now_s() - t0 > BENCH_TIMEOUT_S)
             die("sa-bridge did not confirm %s within %.0f s", lsn ? lsn : "its slot",
                 BENCH_TIMEOUT_S);
         sleep_ms(BENCH_POLL_MS);
     }
-    r.seconds = now_s() - t0;
-    r.rss_kb = peak_rss_kb(g.child);
+    r.seconds = bench_now_s() - t0;
+    r.rss_kb = bench_peak_rss_kb(g.child);
     if (g.perf > 0) {
         kill(g.perf, SIGINT);
         reap(g.perf);
@@ -473,10 +451,10 @@ static result run_recv(const bench_opts *o, const char *target)
                           "messages=true",
                           NULL};
     result r = {0, -1};
-    double t0 = now_s();
+    double t0 = bench_now_s();
     g.child = spawn(argv, log);
     int status = reap(g.child);
-    r.seconds = now_s() - t0;
+    r.seconds = bench_now_s() - t0;
     g.child = 0;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         die("pg_recvlogical failed (wait status %d); see %s", status, log);
@@ -547,25 +525,16 @@ static void parse_args(int argc, char **argv, bench_opts *o)
     int seen[NOPTS] = {0};
     opts_init(o);
     for (int i = 1; i < argc; i++) {
-        int k = -1;
-        for (int j = 0; j < (int)NOPTS; j++)
-            if (strcmp(argv[i], names[j]) == 0)
-                k = j;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+        const char *v;
+        char why[160];
+        int k = bench_opt(argc, argv, &i, names, NOPTS, NVALUED, seen, &v, why, sizeof why);
+        if (k == BENCH_OPT_HELP) {
             usage(stdout);
             exit(0);
         }
-        if (k < 0) {
+        if (k == BENCH_OPT_BAD) {
             usage(stderr);
-            die("unknown option \"%s\"", argv[i]);
-        }
-        if (seen[k]++)
-            die("option %s given twice", names[k]);
-        const char *v = NULL;
-        if (k < NVALUED) {
-            if (++i >= argc)
-                die("option %s needs a value", names[k]);
-            v = argv[i];
+            die("%s", why);
         }
         switch (k) {
         case 0:
@@ -641,7 +610,7 @@ int main(int argc, char **argv)
 {
     bench_opts o;
     parse_args(argc, argv, &o);
-    double t_start = now_s();
+    double t_start = bench_now_s();
     signal(SIGPIPE, SIG_IGN);
 
     if (access(o.bridge, X_OK) != 0)
@@ -739,6 +708,6 @@ int main(int argc, char **argv)
     cleanup();
     int below = min_ratio < BENCH_TARGET;
     printf("minimum ratio %.2f (%s): %s the %.2f target; %.1f s total\n", min_ratio,
-           shape_name[min_shape], below ? "BELOW" : "meets", BENCH_TARGET, now_s() - t_start);
+           shape_name[min_shape], below ? "BELOW" : "meets", BENCH_TARGET, bench_now_s() - t_start);
     return o.check && below ? 1 : 0;
 }

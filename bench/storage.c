@@ -50,6 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "sa/sa_buf.h"
 #include "sa/sa_op.h"
 #include "sa/sa_store.h"
@@ -100,13 +101,6 @@ static void die(const char *fmt, ...)
     fputc('\n', stderr);
     va_end(ap);
     exit(2);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* ---------------------------------------------------------------------
@@ -330,7 +324,7 @@ static void ours_loop(worker *w)
     size_t pos = 0;
     uint64_t hlc = ((uint64_t)1800000000000u << 16);
     sa_err err;
-    while (!atomic_load(&r->failed) && now_s() < r->deadline) {
+    while (!atomic_load(&r->failed) && bench_now_s() < r->deadline) {
         sa_op *ops = &w->p->ops[next_start(&pos, r->group, w->p->n)];
         for (size_t i = 0; i < r->group; i++)
             ops[i].hlc = hlc++; /* increasing, same width as the reference's */
@@ -348,7 +342,7 @@ static void ref_loop(worker *w)
     const uint8_t *bytes = w->p->bytes.data;
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     size_t pos = 0;
-    while (!atomic_load(&r->failed) && now_s() < r->deadline) {
+    while (!atomic_load(&r->failed) && bench_now_s() < r->deadline) {
         const bop *b = &w->p->b[next_start(&pos, r->group, w->p->n)];
         uint64_t seq = atomic_fetch_add(&r->next_seq, r->group);
         rocksdb_writebatch_clear(wb);
@@ -386,7 +380,7 @@ static void *worker_main(void *arg)
         ours_loop(w);
     else
         ref_loop(w);
-    w->end = now_s();
+    w->end = bench_now_s();
     return NULL;
 }
 
@@ -434,7 +428,7 @@ static double run_side(enum side side, sa_durability pol, size_t group, int nthr
         if (pthread_create(&th[t], NULL, worker_main, &w[t]) != 0)
             die("cannot start a writer thread");
     }
-    double t0 = now_s();
+    double t0 = bench_now_s();
     r->deadline = t0 + o->seconds;
     pthread_barrier_wait(&r->start);
     double end = t0;
@@ -590,25 +584,16 @@ static void parse_args(int argc, char **argv, bench_opts *o)
     int seen[NOPTS] = {0};
     opts_init(o);
     for (int i = 1; i < argc; i++) {
-        int k = -1;
-        for (int j = 0; j < (int)NOPTS; j++)
-            if (strcmp(argv[i], names[j]) == 0)
-                k = j;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+        const char *v;
+        char why[160];
+        int k = bench_opt(argc, argv, &i, names, NOPTS, NVALUED, seen, &v, why, sizeof why);
+        if (k == BENCH_OPT_HELP) {
             usage(stdout);
             exit(0);
         }
-        if (k < 0) {
+        if (k == BENCH_OPT_BAD) {
             usage(stderr);
-            die("unknown option \"%s\"", argv[i]);
-        }
-        if (seen[k]++)
-            die("option %s given twice", names[k]);
-        const char *v = NULL;
-        if (k < NVALUED) {
-            if (++i >= argc)
-                die("option %s needs a value", names[k]);
-            v = argv[i];
+            die("%s", why);
         }
         switch (k) {
         case 0:
@@ -668,7 +653,7 @@ int main(int argc, char **argv)
 {
     bench_opts o;
     parse_args(argc, argv, &o);
-    double t_start = now_s();
+    double t_start = bench_now_s();
 
     char base[4096], path[4200];
     if (snprintf(base, sizeof base, "%s/sa-bench-storage-XXXXXX", o.dir) >= (int)sizeof base ||
@@ -742,6 +727,6 @@ int main(int argc, char **argv)
 
     int below = min_ratio < BENCH_TARGET;
     printf("\nminimum ratio %.2f (%s, group %zu): %s the %.2f target; %.1f s total\n", min_ratio,
-           min_pol, min_group, below ? "BELOW" : "meets", BENCH_TARGET, now_s() - t_start);
+           min_pol, min_group, below ? "BELOW" : "meets", BENCH_TARGET, bench_now_s() - t_start);
     return o.check && below ? 1 : 0;
 }
