@@ -318,6 +318,14 @@ static int put_fields(sa_buf *b, const sa_field *f, uint32_t n)
     return rc;
 }
 
+size_t sa__fields_size(const sa_field *f, uint32_t n) { return fields_size(f, n); }
+
+size_t sa__op_fields_offset(const sa_op *op)
+{
+    return 3 + bytes_len(strlen(op->origin)) + varint_len(op->epoch) + varint_len(op->seq) + 8 +
+           bytes_len(strlen(op->table));
+}
+
 int sa__fields_encode_trusted(const sa_field *f, uint32_t n, sa_buf *out)
 {
     size_t old = out->len;

@@ -14,4 +14,11 @@ int sa__op_encode_trusted(const sa_op *op, sa_buf *out, sa_err *err);
  * Returns SA_ENOMEM (no message) on allocation failure; out unchanged. */
 int sa__fields_encode_trusted(const sa_field *f, uint32_t n, sa_buf *out);
 
+/* Bytes sa_fields_encode writes for these fields. */
+size_t sa__fields_size(const sa_field *f, uint32_t n);
+/* Where an op's key field list starts in its encoding (the cols list
+ * follows it at once): lets the state row copy those bytes instead of
+ * encoding them again.  Tied to the layout at the head of codec.c. */
+size_t sa__op_fields_offset(const sa_op *op);
+
 #endif /* SA_CODEC_INT_H */

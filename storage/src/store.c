@@ -320,9 +320,22 @@ static int batch_op(sa_batch *b, uint8_t type, const sa_op *op, int group_end, u
         if ((rc = sa_buf_put_u8(&b->arena, SA_ROW_VERSION)) == 0 &&
             (rc = sa_buf_put_u64be(&b->arena, 0)) == 0 &&
             (rc = sa_buf_put_u64be(&b->arena, op->hlc)) == 0 &&
-            (rc = sa_buf_put_str(&b->arena, op->origin)) == 0 &&
-            (rc = sa__fields_encode_trusted(nk, op->nkey, &b->arena)) == 0)
-            rc = sa__fields_encode_trusted(op->cols, op->ncols, &b->arena);
+            (rc = sa_buf_put_str(&b->arena, op->origin)) == 0) {
+            if (type == E_WAL_OP && !moved) {
+                /* the key and column lists are already encoded, back to back,
+                 * in the op's record: copy those bytes (room first, as the
+                 * arena may move) */
+                size_t from = e->enc.off + 2 + sa__op_fields_offset(op);
+                size_t len = sa__fields_size(op->key, op->nkey) +
+                             sa__fields_size(op->cols, op->ncols);
+                if ((rc = sa_buf_reserve(&b->arena, len)) == 0) {
+                    memcpy(b->arena.data + b->arena.len, b->arena.data + from, len);
+                    b->arena.len += len;
+                }
+            } else if ((rc = sa__fields_encode_trusted(nk, op->nkey, &b->arena)) == 0) {
+                rc = sa__fields_encode_trusted(op->cols, op->ncols, &b->arena);
+            }
+        }
         e->sval.len = b->arena.len - e->sval.off;
     }
     if (nk != stack_nk)
