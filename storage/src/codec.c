@@ -69,6 +69,7 @@
 #include "sa/sa_op.h"
 #include "codec_int.h"
 
+#include <assert.h>
 #include <stdalign.h>
 #include <stdio.h>
 #include <string.h>
@@ -301,21 +302,42 @@ static size_t fields_size(const sa_field *f, uint32_t n)
     return sz;
 }
 
-/* Writers below run after sa_buf_reserve made room, so they cannot fail;
- * they still propagate rc so a wrong size computation shows as an error. */
+static uint8_t *raw_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/* Every caller has reserved fields_size(f, n) bytes first, so the list is
+ * written straight into the buffer (this is the hot path of every append);
+ * the assert checks the two stay in step. */
 static int put_fields(sa_buf *b, const sa_field *f, uint32_t n)
 {
-    int rc = sa_buf_put_varint(b, n);
-    for (uint32_t i = 0; rc == 0 && i < n; i++) {
-        rc = sa_buf_put_str(b, f[i].name);
-        if (rc == 0)
-            rc = sa_buf_put_u8(b, (uint8_t)f[i].val.kind);
-        if (rc == 0)
-            rc = sa_buf_put_varint(b, f[i].val.type_oid);
-        if (rc == 0 && f[i].val.kind == SA_VAL_TEXT)
-            rc = sa_buf_put_bytes(b, f[i].val.data, f[i].val.len);
+    uint8_t *p = b->data + b->len;
+    uint8_t *start = p;
+    p = raw_varint(p, n);
+    for (uint32_t i = 0; i < n; i++) {
+        size_t nl = strlen(f[i].name);
+        p = raw_varint(p, nl);
+        memcpy(p, f[i].name, nl);
+        p += nl;
+        *p++ = (uint8_t)f[i].val.kind;
+        p = raw_varint(p, f[i].val.type_oid);
+        if (f[i].val.kind == SA_VAL_TEXT) {
+            p = raw_varint(p, f[i].val.len);
+            if (f[i].val.len > 0)
+                memcpy(p, f[i].val.data, f[i].val.len);
+            p += f[i].val.len;
+        }
     }
-    return rc;
+    assert((size_t)(p - start) == fields_size(f, n));
+    assert(b->len + (size_t)(p - start) <= b->cap);
+    b->len += (size_t)(p - start);
+    return 0;
 }
 
 size_t sa__fields_size(const sa_field *f, uint32_t n) { return fields_size(f, n); }
