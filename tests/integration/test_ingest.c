@@ -1248,6 +1248,113 @@ static void test_ingest_other_cluster_slot_not_dropped(void **state)
     g_ok = 1;
 }
 
+/* A table added to the synced set later is copied consistently with the
+ * stream: its rows written before the restart are in the copy, later ones
+ * come from the stream, none lost and none twice. */
+static void test_ingest_table_added_later(void **state)
+{
+    (void)state;
+    pg_start(NULL);
+    sql("CREATE TABLE items (id int PRIMARY KEY, v text);"
+        "CREATE TABLE orders (id int PRIMARY KEY, v text);"
+        "INSERT INTO items SELECT g, 'i' || g FROM generate_series(1, 100) g;"
+        "INSERT INTO orders SELECT g, 'o' || g FROM generate_series(1, 100) g");
+    bridge_start("added", "public.items", NULL);
+    wait_ready(0);
+    sql("INSERT INTO orders VALUES (101, 'while not synced')");
+    sql("INSERT INTO items VALUES (101, 'x')");
+    caught_up();
+    it_bridge_stop(&g_b, SIGTERM);
+    /* published before the copy's snapshot: the stream delivers these too,
+     * and the bridge must take them from the copy only (I4) */
+    sql("ALTER PUBLICATION softadastra ADD TABLE orders");
+    sql("INSERT INTO orders VALUES (102, 'while down')");
+    sql("UPDATE orders SET v = 'updated while down' WHERE id = 1");
+    long from = it_log_size(&g_b);
+    bridge_start("added", "public.items,public.orders", NULL);
+    wait_log(from, "added to the synced set", READY_MS);
+    wait_log(from, "streaming from slot", READY_MS);
+    sql("INSERT INTO orders VALUES (103, 'after')");
+    sql("UPDATE orders SET v = 'after too' WHERE id = 2");
+    sql("DELETE FROM orders WHERE id = 3");
+    caught_up();
+    assert_state("public.orders");
+    assert_state("public.items");
+    /* each orders row inserted exactly once in the WAL (copy or stream) */
+    size_t n = 0;
+    it_walrec *w = wal(&n);
+    int inserted[200] = {0};
+    for (size_t i = 0; i < n; i++) {
+        const sa_op *op = w[i].op;
+        if (strcmp(op->table, "public.orders") != 0 || op->kind != SA_OP_INSERT)
+            continue;
+        const sa_field *f = it_field(op->key, op->nkey, "id");
+        assert_non_null(f);
+        int id = atoi(f->val.data);
+        assert_true(id > 0 && id < 200);
+        inserted[id]++;
+    }
+    for (int id = 1; id <= 103; id++)
+        if (inserted[id] != 1)
+            fail_msg("orders row %d inserted %d times in the WAL", id, inserted[id]);
+    it_wal_free(w, n);
+    it_bridge_stop(&g_b, SIGTERM);
+    g_ok = 1;
+}
+
+/* With a short wal_sender_timeout and nothing to send, the bridge's status
+ * updates keep the connection: it is never replaced. */
+static void test_ingest_idle_connection_kept(void **state)
+{
+    (void)state;
+    pg_start("wal_sender_timeout = '2s'");
+    sql("CREATE TABLE k (id int PRIMARY KEY)");
+    static const char *const extra[] = {"--status-interval-ms", "500", NULL};
+    bridge_start("idle", "public.k", extra);
+    wait_ready(0);
+    long from = it_log_size(&g_b);
+    it_sleep_ms(7000);
+    if (it_log_contains_from(&g_b, from, "connection lost") ||
+        it_log_contains_from(&g_b, from, "reconnecting"))
+        fail_with_log("the idle replication connection was dropped");
+    sql("INSERT INTO k VALUES (1)");
+    caught_up();
+    assert_state("public.k");
+    it_bridge_stop(&g_b, SIGTERM);
+    g_ok = 1;
+}
+
+/* A walsender that stops answering (as behind a half-open TCP connection)
+ * is detected and the connection replaced; nothing is lost. */
+static void test_ingest_silent_server_replaced(void **state)
+{
+    (void)state;
+    pg_start("wal_sender_timeout = '3s'");
+    sql("CREATE TABLE s (id int PRIMARY KEY)");
+    static const char *const extra[] = {"--dead-after-ms", "2000", "--status-interval-ms", "300",
+                                        "--retry-base-ms", "100", "--retry-cap-ms", "500", NULL};
+    bridge_start("silent", "public.s", extra);
+    wait_ready(0);
+    sql("INSERT INTO s VALUES (1)");
+    caught_up();
+    long from = it_log_size(&g_b);
+    char *pid = q1("SELECT active_pid FROM pg_replication_slots WHERE slot_name = '%s'", SLOT);
+    int wpid = atoi(pid);
+    free(pid);
+    assert_true(wpid > 0);
+    kill(wpid, SIGSTOP); /* the walsender goes silent */
+    wait_log(from, "no answer from the server", 15000);
+    kill(wpid, SIGCONT);
+    /* the stopped walsender dies of its own wal_sender_timeout; the slot is
+     * free again and the bridge streams on a new connection */
+    wait_log(from, "streaming from slot", 60000);
+    sql("INSERT INTO s VALUES (2)");
+    caught_up();
+    assert_state("public.s");
+    it_bridge_stop(&g_b, SIGTERM);
+    g_ok = 1;
+}
+
 int main(void)
 {
     const char *filter = getenv("SA_TEST_FILTER"); /* e.g. "*restart*" */
@@ -1267,6 +1374,9 @@ int main(void)
         cmocka_unit_test_teardown(test_ingest_slot_recreated_resync, teardown),
         cmocka_unit_test_teardown(test_ingest_interrupted_initial_sync_restarts, teardown),
         cmocka_unit_test_teardown(test_ingest_other_cluster_slot_not_dropped, teardown),
+        cmocka_unit_test_teardown(test_ingest_table_added_later, teardown),
+        cmocka_unit_test_teardown(test_ingest_idle_connection_kept, teardown),
+        cmocka_unit_test_teardown(test_ingest_silent_server_replaced, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
