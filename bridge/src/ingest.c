@@ -284,8 +284,8 @@ static int commit_txn(ingest *ig, txbuf *t, uint32_t xid, uint64_t commit_lsn, u
             res.first_seq = res.last_seq = 0;
         }
     } else {
-        /* small: added op by op, written without a sync; the session syncs
-         * once the input pauses (group commit for a single writer) */
+        /* a streamed transaction that stayed small: op by op into one
+         * batch, one synced write (flush_sync wrote what came before) */
         const sa_op *op;
         while ((rc = commit_next(&cc, &op, err)) == 0 && op != NULL) {
             if ((rc = sa_batch_wal_add(b, op, err)) != 0)
