@@ -23,4 +23,9 @@
 #error "softadastra requires PostgreSQL 14 or later"
 #endif
 
+/* PostgreSQL 15 renamed EmitWarningsOnPlaceholders. */
+#if PG_VERSION_NUM < 150000
+#define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
+#endif
+
 #endif							/* SA_COMPAT_H */

@@ -682,6 +682,8 @@ static int pgh_write_conf(const sa_pgh *h, const char *extra, sa_err *err)
         /* The minimum, so even small test transactions exercise the
          * spill-to-disk path of logical decoding. */
         "logical_decoding_work_mem = '64kB'\n"
+        /* apply_ops' last-writer-wins knows when plain SQL wrote a row. */
+        "track_commit_timestamp = on\n"
         "%s"
         "%s\n",
         h->port, h->sockdir,

@@ -121,6 +121,7 @@ max_wal_senders = 32
 fsync = off
 full_page_writes = off
 logical_decoding_work_mem = '64kB'
+track_commit_timestamp = on
 $plugins
 "
         pos=$(($(stat -c %s "$log" 2>/dev/null || echo 0) + 1))

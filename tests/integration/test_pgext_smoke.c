@@ -20,7 +20,7 @@
 #include "sa/sa_alloc.h"
 
 /* Bumped together with pgext/softadastra.c and softadastra.control. */
-#define EXPECTED_VERSION "0.1"
+#define EXPECTED_VERSION "0.2"
 
 /* <sharedir>/extension/softadastra.control of the harness' server, found
  * through pg_config next to its binaries (PG_BINDIR, like the harness),

@@ -1,0 +1,1905 @@
+/*-------------------------------------------------------------------------
+ *
+ * apply.c
+ *	  softadastra.apply_ops(peer text, epoch bigint, ops jsonb): apply a
+ *	  batch of one peer's ops inside the caller's transaction, detecting
+ *	  conflicts per column under row locks and writing each one to
+ *	  softadastra.conflicts.
+ *
+ * ORDER AND IDEMPOTENCY
+ *	  The (peer, epoch) row of softadastra.peer_progress is locked first
+ *	  (FOR UPDATE), so two batches of one peer serialize.  Its applied_seq
+ *	  W is the watermark: an op with seq <= W is a duplicate (nothing
+ *	  changes); seq = W + 1 is applied and W becomes seq, in this
+ *	  transaction, whatever the op's outcome (applied, conflict, rejected);
+ *	  seq > W + 1 is a gap: status 'gap', and the batch stops there.
+ *
+ * LOCKING
+ *	  Before any op, every (table, key) the batch names gets a transaction
+ *	  advisory lock, taken in sorted order of a 64-bit hash: two apply_ops
+ *	  calls touching the same rows in different orders then queue instead
+ *	  of deadlocking.  Each op then locks its row with SELECT ... FOR
+ *	  UPDATE.  A deadlock or serialization failure against other sessions
+ *	  (plain SQL does not take the advisory locks) rolls the current segment
+ *	  back and runs it again, at most SA_RETRIES times.
+ *
+ * SEGMENTS
+ *	  Ops run inside a subtransaction, as many in a row as succeed: one
+ *	  subtransaction per batch when nothing fails.  When op k raises an
+ *	  error that is bad input (data exception, constraint violation,
+ *	  undefined name, a trigger's RAISE ...), the segment is rolled back,
+ *	  the ops before k run again in a new segment, op k is recorded in
+ *	  softadastra.rejections, and the ops after k continue.  Any other error
+ *	  (out of memory, cancel, internal) fails the whole call.
+ *
+ * CONFLICTS (per column; "local" is the row now, "remote" the op)
+ *	  insert, row exists, some column differs ......... insert_exists
+ *	  update, row missing ............................. update_missing
+ *	  update, base[c] <> local[c] <> remote[c] ........ update_differ on c
+ *	  delete, row missing ............................. delete_missing
+ *	  delete, some base[c] <> local[c] ................ delete_differ
+ *	  Columns an update changes without conflict are applied whatever the
+ *	  strategy.  For the conflicting ones:
+ *	    lww          the larger (hlc, origin) wins, column by column; the
+ *	                 local clock comes from softadastra.row_clocks (for
+ *	                 rows apply_ops wrote) or the commit timestamp of the
+ *	                 row's xmin (plain SQL; needs track_commit_timestamp,
+ *	                 without it the local write counts as made now)
+ *	    server_wins  local stays (kept_local)
+ *	    edge_wins    remote applied (applied_remote)
+ *	    manual       local stays, resolution 'open'
+ *
+ * THE LOOP
+ *	  Before an op's write, a transactional logical message with prefix
+ *	  "softadastra" and content {"peer": P, "epoch": E, "seq": S, "hlc": H}
+ *	  tells the bridge's decoder where the changes that follow come from.
+ *
+ * SAFETY
+ *	  Table names are resolved through the catalog (RangeVarGetRelid) and
+ *	  written back quoted; column names must be attributes of that table
+ *	  and are quoted; values only travel as typed parameters, converted by
+ *	  the column type's input function.  A peer's batch cannot touch a
+ *	  table outside its allowed list or not synced.  The function runs with
+ *	  search_path = pg_catalog, pg_temp (set in its SQL declaration).
+ *	  Prepared plans are cached per statement text and parameter types.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "sa_compat.h"
+
+#include "access/commit_ts.h"
+#include "access/genam.h"
+#include "access/relation.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/index.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "replication/message.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/hsearch.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/rel.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+#include "sa_pgext.h"
+
+PG_FUNCTION_INFO_V1(softadastra_apply_ops);
+
+#define SA_RETRIES 5
+#define SA_PLAN_CACHE_MAX 1024
+
+typedef enum SaKind
+{
+	SA_INSERT,
+	SA_UPDATE,
+	SA_DELETE
+} SaKind;
+
+typedef enum SaStrategy
+{
+	SA_LWW,
+	SA_SERVER_WINS,
+	SA_EDGE_WINS,
+	SA_MANUAL
+} SaStrategy;
+
+static const char *const sa_strategy_names[] = {"lww", "server_wins", "edge_wins", "manual"};
+
+/* A column of a synced table (dropped ones have name NULL). */
+typedef struct SaAtt
+{
+	char	   *name;
+	Oid			typid;
+	int32		typmod;
+	Oid			typinput;
+	Oid			typioparam;
+	Oid			typoutput;
+} SaAtt;
+
+/* What one batch knows of a table named by its ops. */
+typedef struct SaTable
+{
+	char	   *given;			/* the "table" string of the ops */
+	char	   *reject;			/* non-NULL: every op on it is rejected so */
+	Oid			relid;
+	char	   *qualname;		/* quoted schema.name */
+	SaStrategy	strategy;
+	int			natts;
+	SaAtt	   *atts;			/* [natts], by attnum - 1 */
+	int			npk;			/* 0: no primary key (REPLICA IDENTITY FULL) */
+	AttrNumber *pk;
+	struct SaTable *next;
+} SaTable;
+
+/* One column value of an op, as sent and as converted. */
+typedef struct SaVal
+{
+	char	   *name;
+	AttrNumber	attnum;
+	JsonbValue	json;
+	bool		isnull;
+	char	   *text;			/* canonical text form (output of input) */
+	Datum		datum;
+} SaVal;
+
+typedef struct SaOp
+{
+	JsonbValue	elem;			/* the op as sent, for rejections */
+	char	   *reject;			/* non-NULL: refused when parsed, why */
+	bool		has_seq;
+	int64		seq;
+	int64		hlc;
+	SaKind		kind;
+	char	   *origin;
+	SaTable    *t;
+	int			nkey,
+				ncols,
+				nbase;
+	SaVal	   *key,
+			   *cols,
+			   *base;
+	Jsonb	   *keyjson;		/* canonical key {col: text} */
+} SaOp;
+
+/* One result row. */
+typedef struct SaRes
+{
+	bool		has_seq;
+	int64		seq;
+	const char *status;
+	int64		conflict_id;	/* 0: none */
+	char	   *message;
+} SaRes;
+
+/* The current row of an op, locked. */
+typedef struct SaRow
+{
+	bool		found;
+	ItemPointerData ctid;
+	Oid			tableoid;
+	TransactionId xmin;
+	HeapTuple	tup;
+	TupleDesc	desc;			/* columns 4.. are the table's, attnum + 3 */
+} SaRow;
+
+/* A column's writer clock. */
+typedef struct SaClock
+{
+	int64		hlc;
+	const char *origin;
+} SaClock;
+
+typedef struct SaCall
+{
+	const char *peer;
+	int64		epoch;
+	bool		all_tables;
+	Oid		   *allowed;
+	int			nallowed;
+	int64		watermark;
+	SaTable    *tables;
+	MemoryContext cxt;			/* lives for the call */
+	SaRes	   *res;
+	int			nres,
+				capres;
+	int			gap;			/* a gap result was produced */
+} SaCall;
+
+/* ------------------------------------------------------------------------
+ * Plans: prepared once per statement text and parameter types, kept for
+ * the life of the backend (SPI_keepplan).  A table's plans never go stale
+ * in a harmful way: the key includes the parameter types, and the plan
+ * cache re-plans after DDL.  Past SA_PLAN_CACHE_MAX the cache is emptied.
+ * ---------------------------------------------------------------------- */
+
+typedef struct SaPlanEnt
+{
+	uint64		hash;			/* hash key */
+	struct SaPlanNode *chain;
+} SaPlanEnt;
+
+typedef struct SaPlanNode
+{
+	char	   *sql;
+	int			nargs;
+	Oid		   *argtypes;
+	SPIPlanPtr	plan;
+	struct SaPlanNode *next;
+} SaPlanNode;
+
+static HTAB *sa_plans = NULL;
+static long sa_nplans = 0;
+
+static void
+sa_plans_reset(void)
+{
+	HASH_SEQ_STATUS st;
+	SaPlanEnt  *e;
+
+	if (sa_plans == NULL)
+		return;
+	hash_seq_init(&st, sa_plans);
+	while ((e = hash_seq_search(&st)) != NULL)
+	{
+		for (SaPlanNode *n = e->chain; n != NULL;)
+		{
+			SaPlanNode *next = n->next;
+
+			SPI_freeplan(n->plan);
+			pfree(n->sql);
+			pfree(n->argtypes);
+			pfree(n);
+			n = next;
+		}
+	}
+	hash_destroy(sa_plans);
+	sa_plans = NULL;
+	sa_nplans = 0;
+}
+
+static SPIPlanPtr
+sa_plan(const char *sql, int nargs, const Oid *argtypes)
+{
+	uint64		h;
+	bool		found;
+	SaPlanEnt  *e;
+	SaPlanNode *n;
+	SPIPlanPtr	p;
+	MemoryContext old;
+
+	if (sa_nplans >= SA_PLAN_CACHE_MAX)
+		sa_plans_reset();
+	h = hash_bytes_extended((const unsigned char *) sql, strlen(sql), 0);
+	h = hash_combine64(h, hash_bytes_extended((const unsigned char *) argtypes,
+											  sizeof(Oid) * nargs, nargs));
+	if (sa_plans == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(uint64);
+		ctl.entrysize = sizeof(SaPlanEnt);
+		ctl.hcxt = TopMemoryContext;
+		sa_plans = hash_create("softadastra plans", 256, &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	e = hash_search(sa_plans, &h, HASH_FIND, &found);
+	if (found)
+		for (n = e->chain; n != NULL; n = n->next)
+			if (n->nargs == nargs && strcmp(n->sql, sql) == 0 &&
+				memcmp(n->argtypes, argtypes, sizeof(Oid) * nargs) == 0)
+				return n->plan;
+
+	p = SPI_prepare(sql, nargs, (Oid *) argtypes);
+	if (p == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(p) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	e = hash_search(sa_plans, &h, HASH_ENTER, &found);
+	if (!found)
+		e->chain = NULL;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	n = palloc(sizeof *n);
+	n->sql = pstrdup(sql);
+	n->nargs = nargs;
+	n->argtypes = palloc(sizeof(Oid) * (nargs > 0 ? nargs : 1));
+	memcpy(n->argtypes, argtypes, sizeof(Oid) * nargs);
+	n->plan = p;
+	n->next = e->chain;
+	e->chain = n;
+	MemoryContextSwitchTo(old);
+	sa_nplans++;
+	return p;
+}
+
+/* Run a cached plan; returns SPI_processed, ERROR on an unexpected code. */
+static uint64
+sa_exec(const char *sql, int nargs, const Oid *argtypes, Datum *values,
+		const char *nulls, bool read_only, int expect)
+{
+	SPIPlanPtr	p = sa_plan(sql, nargs, argtypes);
+	int			rc = SPI_execute_plan(p, values, nulls, read_only, 0);
+
+	if (rc != expect)
+		elog(ERROR, "\"%s\" returned %s", sql, SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+/* ------------------------------------------------------------------------
+ * Small helpers
+ * ---------------------------------------------------------------------- */
+
+static void
+sa_add_res(SaCall *c, bool has_seq, int64 seq, const char *status,
+		   int64 conflict_id, const char *message)
+{
+	MemoryContext old = MemoryContextSwitchTo(c->cxt);
+
+	if (c->nres == c->capres)
+	{
+		c->capres = c->capres == 0 ? 64 : c->capres * 2;
+		c->res = c->res == NULL ? palloc(sizeof(SaRes) * c->capres)
+			: repalloc(c->res, sizeof(SaRes) * c->capres);
+	}
+	c->res[c->nres].has_seq = has_seq;
+	c->res[c->nres].seq = seq;
+	c->res[c->nres].status = status;
+	c->res[c->nres].conflict_id = conflict_id;
+	c->res[c->nres].message = message != NULL ? pstrdup(message) : NULL;
+	c->nres++;
+	MemoryContextSwitchTo(old);
+}
+
+/* The text of a scalar JSON value ("" for null), for hashing keys. */
+static char *
+sa_json_scalar_text(const JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return "";
+		case jbvBool:
+			return v->val.boolean ? "true" : "false";
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out,
+													   NumericGetDatum(v->val.numeric)));
+		case jbvString:
+			return pnstrdup(v->val.string.val, v->val.string.len);
+		default:
+			return "";
+	}
+}
+
+/* A JSON integer in [min, max] into *out. */
+static bool
+sa_json_int64(const JsonbValue *v, int64 min, int64 *out)
+{
+	char	   *s,
+			   *end;
+	long long	x;
+
+	if (v == NULL || v->type != jbvNumeric)
+		return false;
+	s = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	errno = 0;
+	x = strtoll(s, &end, 10);
+	if (errno != 0 || *end != '\0' || end == s || x < min)
+		return false;
+	*out = (int64) x;
+	return true;
+}
+
+static JsonbValue *
+sa_member(JsonbContainer *obj, const char *name)
+{
+	return getKeyJsonValueFromContainer(obj, name, strlen(name), NULL);
+}
+
+/* A string member into a fresh C string, or NULL when absent / not a string. */
+static char *
+sa_member_str(JsonbContainer *obj, const char *name)
+{
+	JsonbValue *v = sa_member(obj, name);
+
+	if (v == NULL || v->type != jbvString)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+static int64
+sa_now_hlc(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int64		ms = now / 1000 + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+
+	return (ms << 16) | 0xFFFF;
+}
+
+static bool
+sa_clock_gt(SaClock a, SaClock b)
+{
+	if (a.hlc != b.hlc)
+		return a.hlc > b.hlc;
+	return strcmp(a.origin, b.origin) > 0;
+}
+
+/* JSON text of a value for the conflict ledger: its text, or marked omitted. */
+static void
+sa_ledger_value(StringInfo buf, const char *text, bool isnull)
+{
+	if (isnull)
+		appendStringInfoString(buf, "null");
+	else if ((int64) strlen(text) > (int64) sa_conflict_value_max)
+		appendStringInfo(buf, "{\"omitted\": true, \"length\": %zu}", strlen(text));
+	else
+		escape_json(buf, text);
+}
+
+static Datum
+sa_jsonb_from_text(const char *s)
+{
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(s));
+}
+
+static Datum
+sa_text_array(char **items, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * (n > 0 ? n : 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = CStringGetTextDatum(items[i]);
+	return PointerGetDatum(construct_array(d, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/* ------------------------------------------------------------------------
+ * Tables
+ * ---------------------------------------------------------------------- */
+
+static SaTable *
+sa_table_reject(SaCall *c, SaTable *t, const char *fmt, const char *arg)
+{
+	MemoryContext old = MemoryContextSwitchTo(c->cxt);
+
+	t->reject = psprintf(fmt, arg);
+	MemoryContextSwitchTo(old);
+	return t;
+}
+
+/*
+ * The table an op names, resolved once per batch.  A name that is not a
+ * synced table this peer may write yields an SaTable with reject set.
+ * Errors only for a malformed name (caught as a rejection by the segment).
+ */
+static SaTable *
+sa_table(SaCall *c, const char *given)
+{
+	SaTable    *t;
+	List	   *names;
+	Oid			relid;
+	Relation	rel;
+	TupleDesc	desc;
+	Oid			pkoid;
+	Oid			argtypes[1] = {OIDOID};
+	Datum		args[1];
+	MemoryContext old;
+	bool		allowed;
+
+	for (t = c->tables; t != NULL; t = t->next)
+		if (strcmp(t->given, given) == 0)
+			return t;
+
+	old = MemoryContextSwitchTo(c->cxt);
+	t = palloc0(sizeof *t);
+	t->given = pstrdup(given);
+	t->next = c->tables;
+	c->tables = t;
+	MemoryContextSwitchTo(old);
+
+	names = stringToQualifiedNameList(given);
+	if (list_length(names) < 2)
+		return sa_table_reject(c, t, "table name \"%s\" is not schema-qualified", given);
+	relid = RangeVarGetRelid(makeRangeVarFromNameList(names), NoLock, true);
+	if (!OidIsValid(relid))
+		return sa_table_reject(c, t, "table \"%s\" does not exist", given);
+
+	args[0] = ObjectIdGetDatum(relid);
+	if (sa_exec("SELECT strategy FROM softadastra.tables WHERE relid = $1",
+				1, argtypes, args, NULL, true, SPI_OK_SELECT) != 1)
+		return sa_table_reject(c, t, "table \"%s\" is not synced (softadastra.add_table)", given);
+	{
+		char	   *s = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		for (int i = 0; i < (int) lengthof(sa_strategy_names); i++)
+			if (strcmp(s, sa_strategy_names[i]) == 0)
+				t->strategy = (SaStrategy) i;
+		SPI_freetuptable(SPI_tuptable);
+	}
+	allowed = c->all_tables;
+	for (int i = 0; i < c->nallowed && !allowed; i++)
+		allowed = c->allowed[i] == relid;
+	if (!allowed)
+		return sa_table_reject(c, t, "peer may not write table \"%s\"", given);
+
+	rel = relation_open(relid, RowExclusiveLock);
+	old = MemoryContextSwitchTo(c->cxt);
+	t->relid = relid;
+	t->qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+											 RelationGetRelationName(rel));
+	desc = RelationGetDescr(rel);
+	t->natts = desc->natts;
+	t->atts = palloc0(sizeof(SaAtt) * (desc->natts > 0 ? desc->natts : 1));
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute a = TupleDescAttr(desc, i);
+		bool		varlena;
+
+		if (a->attisdropped)
+			continue;
+		t->atts[i].name = pstrdup(NameStr(a->attname));
+		t->atts[i].typid = a->atttypid;
+		t->atts[i].typmod = a->atttypmod;
+		getTypeInputInfo(a->atttypid, &t->atts[i].typinput, &t->atts[i].typioparam);
+		getTypeOutputInfo(a->atttypid, &t->atts[i].typoutput, &varlena);
+	}
+	pkoid = RelationGetPrimaryKeyIndex(rel);
+	if (OidIsValid(pkoid))
+	{
+		Relation	idx = index_open(pkoid, AccessShareLock);
+		int			n = idx->rd_index->indnkeyatts;
+
+		t->npk = n;
+		t->pk = palloc(sizeof(AttrNumber) * n);
+		for (int i = 0; i < n; i++)
+			t->pk[i] = idx->rd_index->indkey.values[i];
+		index_close(idx, AccessShareLock);
+	}
+	MemoryContextSwitchTo(old);
+	relation_close(rel, NoLock);	/* keep the lock to the end of the transaction */
+	return t;
+}
+
+static AttrNumber
+sa_attnum(const SaTable *t, const char *name)
+{
+	for (int i = 0; i < t->natts; i++)
+		if (t->atts[i].name != NULL && strcmp(t->atts[i].name, name) == 0)
+			return (AttrNumber) (i + 1);
+	return InvalidAttrNumber;
+}
+
+/* ------------------------------------------------------------------------
+ * Parsing an op
+ * ---------------------------------------------------------------------- */
+
+/*
+ * The members of object member "sec" ("key", "cols", "base") into vals.
+ * Returns NULL, or a rejection message.
+ */
+static char *
+sa_parse_section(JsonbContainer *op, const char *sec, SaVal **vals, int *n, bool required)
+{
+	JsonbValue *v = sa_member(op, sec);
+	JsonbIterator *it;
+	JsonbValue	k,
+				val;
+	JsonbIteratorToken tok;
+	int			cap = 8;
+
+	*vals = NULL;
+	*n = 0;
+	if (v == NULL || v->type == jbvNull)
+		return required ? psprintf("member \"%s\" is missing", sec) : NULL;
+	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		return psprintf("member \"%s\" must be an object", sec);
+	*vals = palloc0(sizeof(SaVal) * cap);
+	it = JsonbIteratorInit(v->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &k, false)) != WJB_DONE)
+	{
+		if (tok != WJB_KEY)
+			continue;
+		tok = JsonbIteratorNext(&it, &val, true);
+		if (*n == cap)
+		{
+			cap *= 2;
+			*vals = repalloc(*vals, sizeof(SaVal) * cap);
+		}
+		memset(&(*vals)[*n], 0, sizeof(SaVal));
+		(*vals)[*n].name = pnstrdup(k.val.string.val, k.val.string.len);
+		(*vals)[*n].json = val;
+		(*n)++;
+	}
+	return NULL;
+}
+
+/* Is column name listed in raw[sec] (json columns sent as text)? */
+static bool
+sa_is_raw(JsonbContainer *op, const char *sec, const char *name)
+{
+	JsonbValue *raw = sa_member(op, "raw");
+	JsonbValue *list;
+	JsonbValue	want;
+
+	if (raw == NULL || raw->type != jbvBinary || !JsonContainerIsObject(raw->val.binary.data))
+		return false;
+	list = sa_member(raw->val.binary.data, sec);
+	if (list == NULL || list->type != jbvBinary || !JsonContainerIsArray(list->val.binary.data))
+		return false;
+	want.type = jbvString;
+	want.val.string.val = (char *) name;
+	want.val.string.len = strlen(name);
+	return findJsonbValueFromContainer(list->val.binary.data, JB_FARRAY, &want) != NULL;
+}
+
+/*
+ * Convert the values of one section to their columns' types.  Returns a
+ * rejection message, or NULL; a value the type's input function refuses
+ * raises an ERROR (a rejection, through the segment).
+ */
+static char *
+sa_convert(SaTable *t, JsonbContainer *op, const char *sec, SaVal *vals, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		SaVal	   *v = &vals[i];
+		SaAtt	   *a;
+		char	   *text;
+		bool		is_json;
+
+		v->attnum = sa_attnum(t, v->name);
+		if (v->attnum == InvalidAttrNumber)
+			return psprintf("column \"%s\" of table %s does not exist", v->name, t->qualname);
+		for (int j = 0; j < i; j++)
+			if (vals[j].attnum == v->attnum)
+				return psprintf("column \"%s\" appears twice in \"%s\"", v->name, sec);
+		a = &t->atts[v->attnum - 1];
+		is_json = a->typid == JSONOID || a->typid == JSONBOID;
+		switch (v->json.type)
+		{
+			case jbvNull:
+				v->isnull = true;
+				v->datum = (Datum) 0;
+				v->text = NULL;
+				continue;
+			case jbvBool:
+				text = v->json.val.boolean ? "true" : "false";
+				break;
+			case jbvNumeric:
+				text = DatumGetCString(DirectFunctionCall1(numeric_out,
+														   NumericGetDatum(v->json.val.numeric)));
+				break;
+			case jbvString:
+				text = pnstrdup(v->json.val.string.val, v->json.val.string.len);
+				if (is_json && !sa_is_raw(op, sec, v->name))
+				{
+					StringInfoData b;
+
+					initStringInfo(&b);
+					escape_json(&b, text);
+					text = b.data;
+				}
+				break;
+			case jbvBinary:
+				if (!is_json)
+					return psprintf("value of column \"%s\" must be a string, number, boolean or null",
+									v->name);
+				text = JsonbToCString(NULL, v->json.val.binary.data, -1);
+				break;
+			default:
+				return psprintf("value of column \"%s\" has an unsupported JSON type", v->name);
+		}
+		v->datum = OidInputFunctionCall(a->typinput, text, a->typioparam, a->typmod);
+		v->text = OidOutputFunctionCall(a->typoutput, v->datum);
+		v->isnull = false;
+	}
+	return NULL;
+}
+
+static SaVal *
+sa_find(SaVal *vals, int n, AttrNumber attnum)
+{
+	for (int i = 0; i < n; i++)
+		if (vals[i].attnum == attnum)
+			return &vals[i];
+	return NULL;
+}
+
+/*
+ * Parse op (an element of the batch).  Returns NULL, or a rejection message
+ * (op->has_seq says whether its seq is known).  Table and value errors
+ * come later, from sa_prepare_op.
+ */
+static char *
+sa_parse_op(SaCall *c, SaOp *op)
+{
+	JsonbContainer *o;
+	JsonbValue *v;
+	char	   *kind;
+	int64		epoch;
+
+	if (op->elem.type != jbvBinary || !JsonContainerIsObject(op->elem.val.binary.data))
+		return "an op must be a JSON object";
+	o = op->elem.val.binary.data;
+	op->has_seq = sa_json_int64(sa_member(o, "seq"), 1, &op->seq);
+	if (!op->has_seq)
+		return "member \"seq\" must be an integer >= 1";
+	op->origin = sa_member_str(o, "origin");
+	if (op->origin == NULL)
+		return "member \"origin\" must be a string";
+	if (strcmp(op->origin, c->peer) != 0)
+		return psprintf("origin \"%s\" is not the peer \"%s\"", op->origin, c->peer);
+	v = sa_member(o, "epoch");
+	if (v != NULL && !(sa_json_int64(v, 0, &epoch) && epoch == c->epoch))
+		return psprintf("member \"epoch\" must be the batch's epoch " INT64_FORMAT, c->epoch);
+	if (!sa_json_int64(sa_member(o, "hlc"), 0, &op->hlc))
+		return "member \"hlc\" must be an integer >= 0";
+	kind = sa_member_str(o, "kind");
+	if (kind == NULL)
+		return "member \"kind\" must be a string";
+	if (strcmp(kind, "insert") == 0)
+		op->kind = SA_INSERT;
+	else if (strcmp(kind, "update") == 0)
+		op->kind = SA_UPDATE;
+	else if (strcmp(kind, "delete") == 0)
+		op->kind = SA_DELETE;
+	else if (strcmp(kind, "truncate") == 0)
+		return "an edge cannot truncate a table";
+	else
+		return psprintf("unknown kind \"%s\" (insert, update, delete)", kind);
+	return NULL;
+}
+
+/* Resolve the op's table and convert its values (may ERROR: a rejection). */
+static char *
+sa_prepare_op(SaCall *c, SaOp *op)
+{
+	JsonbContainer *o = op->elem.val.binary.data;
+	char	   *table = sa_member_str(o, "table");
+	char	   *msg;
+	StringInfoData kj;
+
+	if (table == NULL)
+		return "member \"table\" must be a string";
+	op->t = sa_table(c, table);
+	if (op->t->reject != NULL)
+		return op->t->reject;
+	if ((msg = sa_parse_section(o, "key", &op->key, &op->nkey, true)) != NULL ||
+		(msg = sa_parse_section(o, "cols", &op->cols, &op->ncols, op->kind != SA_DELETE)) != NULL ||
+		(msg = sa_parse_section(o, "base", &op->base, &op->nbase, false)) != NULL)
+		return msg;
+	if (op->nkey == 0)
+		return "member \"key\" names no column";
+	if ((msg = sa_convert(op->t, o, "key", op->key, op->nkey)) != NULL ||
+		(msg = sa_convert(op->t, o, "cols", op->cols, op->ncols)) != NULL ||
+		(msg = sa_convert(op->t, o, "base", op->base, op->nbase)) != NULL)
+		return msg;
+	if (op->t->npk > 0)
+	{
+		bool		same = op->nkey == op->t->npk;
+
+		for (int i = 0; i < op->t->npk && same; i++)
+			same = sa_find(op->key, op->nkey, op->t->pk[i]) != NULL;
+		if (!same)
+		{
+			StringInfoData b;
+
+			initStringInfo(&b);
+			for (int i = 0; i < op->t->npk; i++)
+				appendStringInfo(&b, "%s%s", i > 0 ? ", " : "",
+								 quote_identifier(op->t->atts[op->t->pk[i] - 1].name));
+			return psprintf("member \"key\" must name exactly the primary key of %s: %s",
+							op->t->qualname, b.data);
+		}
+	}
+	for (int i = 0; i < op->nkey; i++)
+		if (op->key[i].isnull)
+			return psprintf("key column \"%s\" is null", op->key[i].name);
+	/* canonical key, for row_clocks and the ledger */
+	initStringInfo(&kj);
+	appendStringInfoChar(&kj, '{');
+	for (int i = 0; i < op->nkey; i++)
+	{
+		if (i > 0)
+			appendStringInfoString(&kj, ", ");
+		escape_json(&kj, op->key[i].name);
+		appendStringInfoString(&kj, ": ");
+		escape_json(&kj, op->key[i].text);
+	}
+	appendStringInfoChar(&kj, '}');
+	op->keyjson = DatumGetJsonbP(sa_jsonb_from_text(kj.data));
+	return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Row access
+ * ---------------------------------------------------------------------- */
+
+/* SELECT ... FOR UPDATE the op's row (by its key) into row. */
+static void
+sa_lock_row(SaOp *op, SaRow *row)
+{
+	SaTable    *t = op->t;
+	StringInfoData q;
+	Oid		   *types = palloc(sizeof(Oid) * op->nkey);
+	Datum	   *vals = palloc(sizeof(Datum) * op->nkey);
+	bool		first = true;
+	bool		isnull;
+
+	initStringInfo(&q);
+	appendStringInfoString(&q, "SELECT ctid, tableoid, xmin");
+	for (int i = 0; i < t->natts; i++)
+		appendStringInfo(&q, ", %s", t->atts[i].name != NULL ? quote_identifier(t->atts[i].name) : "NULL");
+	appendStringInfo(&q, " FROM %s WHERE ", t->qualname);
+	for (int i = 0; i < op->nkey; i++)
+	{
+		SaAtt	   *a = &t->atts[op->key[i].attnum - 1];
+
+		appendStringInfo(&q, "%s%s = $%d", first ? "" : " AND ", quote_identifier(a->name), i + 1);
+		first = false;
+		types[i] = a->typid;
+		vals[i] = op->key[i].datum;
+	}
+	appendStringInfoString(&q, " LIMIT 1 FOR UPDATE");
+	sa_exec(q.data, op->nkey, types, vals, NULL, false, SPI_OK_SELECT);
+	memset(row, 0, sizeof *row);
+	if (SPI_processed == 0)
+	{
+		SPI_freetuptable(SPI_tuptable);
+		return;
+	}
+	row->found = true;
+	row->desc = SPI_tuptable->tupdesc;
+	row->tup = SPI_tuptable->vals[0];
+	row->ctid = *(ItemPointer) DatumGetPointer(SPI_getbinval(row->tup, row->desc, 1, &isnull));
+	row->tableoid = DatumGetObjectId(SPI_getbinval(row->tup, row->desc, 2, &isnull));
+	row->xmin = DatumGetTransactionId(SPI_getbinval(row->tup, row->desc, 3, &isnull));
+}
+
+/* The current text of column attnum (NULL for SQL NULL). */
+static char *
+sa_local_text(const SaRow *row, AttrNumber attnum)
+{
+	return SPI_getvalue(row->tup, row->desc, attnum + 3);
+}
+
+static bool
+sa_text_eq(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+/* INSERT the op's key and cols; false when the key exists already. */
+static bool
+sa_insert(SaOp *op, TransactionId *xmin)
+{
+	StringInfoData q,
+				vl;
+	int			n = op->nkey + op->ncols;
+	Oid		   *types = palloc(sizeof(Oid) * n);
+	Datum	   *vals = palloc(sizeof(Datum) * n);
+	char	   *nulls = palloc(n + 1);
+	int			k = 0;
+	bool		isnull;
+
+	initStringInfo(&q);
+	initStringInfo(&vl);
+	appendStringInfo(&q, "INSERT INTO %s (", op->t->qualname);
+	for (int s = 0; s < 2; s++)
+	{
+		SaVal	   *vs = s == 0 ? op->key : op->cols;
+		int			nv = s == 0 ? op->nkey : op->ncols;
+
+		for (int i = 0; i < nv; i++)
+		{
+			SaAtt	   *a = &op->t->atts[vs[i].attnum - 1];
+
+			if (s == 1 && sa_find(op->key, op->nkey, vs[i].attnum) != NULL)
+				continue;		/* a key column repeated in cols */
+			appendStringInfo(&q, "%s%s", k > 0 ? ", " : "", quote_identifier(a->name));
+			appendStringInfo(&vl, "%s$%d", k > 0 ? ", " : "", k + 1);
+			types[k] = a->typid;
+			vals[k] = vs[i].datum;
+			nulls[k] = vs[i].isnull ? 'n' : ' ';
+			k++;
+		}
+	}
+	appendStringInfo(&q, ") VALUES (%s) ON CONFLICT DO NOTHING RETURNING xmin", vl.data);
+	if (sa_exec(q.data, k, types, vals, nulls, false, SPI_OK_INSERT_RETURNING) == 0)
+		return false;
+	*xmin = DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return true;
+}
+
+/* UPDATE the locked row setting the given values. */
+static TransactionId
+sa_update(SaOp *op, const SaRow *row, SaVal **set, int nset)
+{
+	StringInfoData q;
+	Oid		   *types = palloc(sizeof(Oid) * (nset + 2));
+	Datum	   *vals = palloc(sizeof(Datum) * (nset + 2));
+	char	   *nulls = palloc(nset + 3);
+	bool		isnull;
+
+	initStringInfo(&q);
+	appendStringInfo(&q, "UPDATE %s SET ", op->t->qualname);
+	for (int i = 0; i < nset; i++)
+	{
+		SaAtt	   *a = &op->t->atts[set[i]->attnum - 1];
+
+		appendStringInfo(&q, "%s%s = $%d", i > 0 ? ", " : "", quote_identifier(a->name), i + 1);
+		types[i] = a->typid;
+		vals[i] = set[i]->datum;
+		nulls[i] = set[i]->isnull ? 'n' : ' ';
+	}
+	appendStringInfo(&q, " WHERE ctid = $%d AND tableoid = $%d RETURNING xmin", nset + 1, nset + 2);
+	types[nset] = TIDOID;
+	vals[nset] = PointerGetDatum(&row->ctid);
+	nulls[nset] = ' ';
+	types[nset + 1] = OIDOID;
+	vals[nset + 1] = ObjectIdGetDatum(row->tableoid);
+	nulls[nset + 1] = ' ';
+	nulls[nset + 2] = '\0';
+	if (sa_exec(q.data, nset + 2, types, vals, nulls, false, SPI_OK_UPDATE_RETURNING) != 1)
+		elog(ERROR, "the locked row of %s vanished", op->t->qualname);
+	return DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+static void
+sa_delete(SaOp *op, const SaRow *row)
+{
+	StringInfoData q;
+	Oid			types[2] = {TIDOID, OIDOID};
+	Datum		vals[2];
+
+	initStringInfo(&q);
+	appendStringInfo(&q, "DELETE FROM %s WHERE ctid = $1 AND tableoid = $2", op->t->qualname);
+	vals[0] = PointerGetDatum(&row->ctid);
+	vals[1] = ObjectIdGetDatum(row->tableoid);
+	if (sa_exec(q.data, 2, types, vals, NULL, false, SPI_OK_DELETE) != 1)
+		elog(ERROR, "the locked row of %s vanished", op->t->qualname);
+}
+
+/* ------------------------------------------------------------------------
+ * Clocks (lww)
+ * ---------------------------------------------------------------------- */
+
+typedef struct SaClocks
+{
+	bool		found;			/* a row_clocks entry exists */
+	bool		tombstone;		/* it says apply_ops deleted the row */
+	bool		valid;			/* it describes the row version we see */
+	Jsonb	   *clocks;
+	SaClock		base;
+	SaClock		plain;			/* clock of a plain-SQL row version */
+} SaClocks;
+
+/* The clock of row version xmin, written by plain SQL. */
+static int64
+sa_xmin_hlc(TransactionId xmin)
+{
+	TimestampTz ts;
+	int64		ms;
+
+	if (!track_commit_timestamp || TransactionIdIsCurrentTransactionId(xmin))
+		return sa_now_hlc();
+	if (!TransactionIdIsNormal(xmin) || !TransactionIdGetCommitTsData(xmin, &ts, NULL))
+		return 0;				/* frozen or older than the commit timestamps kept */
+	ms = ts / 1000 + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000;
+	return ms << 16;
+}
+
+static void
+sa_read_clocks(SaOp *op, const SaRow *row, SaClocks *ck)
+{
+	Oid			types[2] = {OIDOID, JSONBOID};
+	Datum		vals[2];
+	bool		isnull;
+
+	memset(ck, 0, sizeof *ck);
+	ck->base.origin = "pg";
+	ck->plain.origin = "pg";
+	vals[0] = ObjectIdGetDatum(op->t->relid);
+	vals[1] = JsonbPGetDatum(op->keyjson);
+	if (sa_exec("SELECT row_xmin, clocks, base_hlc, base_origin FROM softadastra.row_clocks "
+				"WHERE relid = $1 AND key = $2", 2, types, vals, NULL, false, SPI_OK_SELECT) == 1)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		Datum		x = SPI_getbinval(tup, d, 1, &isnull);
+
+		ck->found = true;
+		ck->tombstone = isnull;
+		ck->valid = row->found ? (!isnull && DatumGetTransactionId(x) == row->xmin) : isnull;
+		ck->clocks = DatumGetJsonbPCopy(SPI_getbinval(tup, d, 2, &isnull));
+		ck->base.hlc = DatumGetInt64(SPI_getbinval(tup, d, 3, &isnull));
+		ck->base.origin = SPI_getvalue(tup, d, 4);
+	}
+	if (row->found)
+		ck->plain.hlc = sa_xmin_hlc(row->xmin);
+	else
+		ck->plain.hlc = sa_now_hlc();	/* deleted by plain SQL: when is unknown */
+}
+
+/* Clock of column name of the current row (or of its deletion). */
+static SaClock
+sa_col_clock(const SaClocks *ck, const char *name)
+{
+	SaClock		c;
+
+	if (!ck->valid)
+		return ck->plain;
+	c = ck->base;
+	if (name != NULL && ck->clocks != NULL)
+	{
+		JsonbValue *v = getKeyJsonValueFromContainer(&ck->clocks->root, name, strlen(name), NULL);
+
+		if (v != NULL && v->type == jbvBinary && JsonContainerIsArray(v->val.binary.data))
+		{
+			JsonbValue *h = getIthJsonbValueFromContainer(v->val.binary.data, 0);
+			JsonbValue *o = getIthJsonbValueFromContainer(v->val.binary.data, 1);
+
+			if (h != NULL && o != NULL && o->type == jbvString && sa_json_int64(h, 0, &c.hlc))
+				c.origin = pnstrdup(o->val.string.val, o->val.string.len);
+		}
+	}
+	return c;
+}
+
+/* The newest clock of any column of the row. */
+static SaClock
+sa_row_clock(const SaOp *op, const SaClocks *ck)
+{
+	SaClock		best = sa_col_clock(ck, NULL);
+
+	for (int i = 0; i < op->t->natts; i++)
+		if (op->t->atts[i].name != NULL)
+		{
+			SaClock		c = sa_col_clock(ck, op->t->atts[i].name);
+
+			if (sa_clock_gt(c, best))
+				best = c;
+		}
+	return best;
+}
+
+/*
+ * Record the clocks after apply_ops wrote the row (xmin valid) or deleted
+ * it (deleted).  written: the columns written with the op's clock.
+ */
+static void
+sa_write_clocks(SaOp *op, const SaClocks *ck, const SaRow *before, bool deleted,
+				TransactionId xmin, SaVal **written, int nwritten)
+{
+	Oid			types[7] = {OIDOID, JSONBOID, XIDOID, JSONBOID, INT8OID, TEXTOID, BOOLOID};
+	Datum		vals[7];
+	char		nulls[8] = "       ";
+	StringInfoData cj;
+	SaClock		base;
+	bool		merge;
+
+	initStringInfo(&cj);
+	appendStringInfoChar(&cj, '{');
+	for (int i = 0; i < nwritten; i++)
+	{
+		if (i > 0)
+			appendStringInfoString(&cj, ", ");
+		escape_json(&cj, written[i]->name);
+		appendStringInfo(&cj, ": [" INT64_FORMAT ", ", op->hlc);
+		escape_json(&cj, op->origin);
+		appendStringInfoChar(&cj, ']');
+	}
+	appendStringInfoChar(&cj, '}');
+	if (deleted)
+	{
+		base.hlc = op->hlc;
+		base.origin = op->origin;
+		merge = false;
+		cj.data[0] = '{';
+		cj.data[1] = '}';
+		cj.data[2] = '\0';
+	}
+	else if (!before->found)
+	{
+		base.hlc = op->hlc;		/* an insert: defaults count as its writes */
+		base.origin = op->origin;
+		merge = false;
+	}
+	else
+	{
+		base = ck->valid ? ck->base : ck->plain;
+		merge = ck->valid;
+	}
+	vals[0] = ObjectIdGetDatum(op->t->relid);
+	vals[1] = JsonbPGetDatum(op->keyjson);
+	vals[2] = TransactionIdGetDatum(xmin);
+	if (deleted)
+		nulls[2] = 'n';
+	vals[3] = sa_jsonb_from_text(cj.data);
+	vals[4] = Int64GetDatum(base.hlc);
+	vals[5] = CStringGetTextDatum(base.origin);
+	vals[6] = BoolGetDatum(merge);
+	sa_exec("INSERT INTO softadastra.row_clocks AS rc "
+			"(relid, key, row_xmin, clocks, base_hlc, base_origin) "
+			"VALUES ($1, $2, $3, $4, $5, $6) "
+			"ON CONFLICT (relid, key) DO UPDATE SET row_xmin = $3, "
+			"clocks = CASE WHEN $7 THEN rc.clocks || $4 ELSE $4 END, "
+			"base_hlc = CASE WHEN $7 THEN rc.base_hlc ELSE $5 END, "
+			"base_origin = CASE WHEN $7 THEN rc.base_origin ELSE $6 END",
+			7, types, vals, nulls, false, SPI_OK_INSERT);
+}
+
+/* ------------------------------------------------------------------------
+ * The ledger, rejections, the loop message
+ * ---------------------------------------------------------------------- */
+
+static const char *
+sa_values_json(SaVal *vals, int n, StringInfo b)
+{
+	resetStringInfo(b);
+	appendStringInfoChar(b, '{');
+	for (int i = 0; i < n; i++)
+	{
+		if (i > 0)
+			appendStringInfoString(b, ", ");
+		escape_json(b, vals[i].name);
+		appendStringInfoString(b, ": ");
+		sa_ledger_value(b, vals[i].text, vals[i].isnull);
+	}
+	appendStringInfoChar(b, '}');
+	return b->data;
+}
+
+/* The local values of the columns the op names (key, cols, base). */
+static const char *
+sa_local_json(SaOp *op, const SaRow *row, StringInfo b)
+{
+	bool	   *seen = palloc0(sizeof(bool) * (op->t->natts + 1));
+	bool		first = true;
+
+	resetStringInfo(b);
+	appendStringInfoChar(b, '{');
+	for (int s = 0; s < 3; s++)
+	{
+		SaVal	   *vs = s == 0 ? op->key : s == 1 ? op->cols : op->base;
+		int			nv = s == 0 ? op->nkey : s == 1 ? op->ncols : op->nbase;
+
+		for (int i = 0; i < nv; i++)
+		{
+			char	   *t;
+
+			if (seen[vs[i].attnum])
+				continue;
+			seen[vs[i].attnum] = true;
+			t = sa_local_text(row, vs[i].attnum);
+			if (!first)
+				appendStringInfoString(b, ", ");
+			first = false;
+			escape_json(b, vs[i].name);
+			appendStringInfoString(b, ": ");
+			sa_ledger_value(b, t, t == NULL);
+		}
+	}
+	appendStringInfoChar(b, '}');
+	return b->data;
+}
+
+static const char *
+sa_resolution_name(int resolution)
+{
+	static const char *const names[] = {"applied_remote", "kept_local", "merged", "open"};
+
+	return names[resolution];
+}
+
+enum
+{
+	SA_APPLIED_REMOTE,
+	SA_KEPT_LOCAL,
+	SA_MERGED,
+	SA_OPEN
+};
+
+static int64
+sa_record_conflict(SaCall *c, SaOp *op, const char *kind, char **cols, int ncols,
+				   const SaRow *row, int resolution)
+{
+	Oid			types[13] = {TEXTOID, JSONBOID, TEXTOID, TEXTOID, INT8OID, INT8OID, INT8OID,
+	TEXTARRAYOID, JSONBOID, JSONBOID, JSONBOID, TEXTOID, TEXTOID};
+	Datum		vals[13];
+	char		nulls[14] = "             ";
+	StringInfoData b;
+	bool		isnull;
+
+	initStringInfo(&b);
+	vals[0] = CStringGetTextDatum(op->t->qualname);
+	vals[1] = JsonbPGetDatum(op->keyjson);
+	vals[2] = CStringGetTextDatum(kind);
+	vals[3] = CStringGetTextDatum(c->peer);
+	vals[4] = Int64GetDatum(c->epoch);
+	vals[5] = Int64GetDatum(op->seq);
+	vals[6] = Int64GetDatum(op->hlc);
+	vals[7] = sa_text_array(cols, ncols);
+	if (op->nbase > 0)
+		vals[8] = sa_jsonb_from_text(sa_values_json(op->base, op->nbase, &b));
+	else
+		nulls[8] = 'n';
+	if (row->found)
+		vals[9] = sa_jsonb_from_text(sa_local_json(op, row, &b));
+	else
+		nulls[9] = 'n';
+	if (op->kind != SA_DELETE)
+		vals[10] = sa_jsonb_from_text(sa_values_json(op->cols, op->ncols, &b));
+	else
+		nulls[10] = 'n';
+	vals[11] = CStringGetTextDatum(sa_strategy_names[op->t->strategy]);
+	vals[12] = CStringGetTextDatum(sa_resolution_name(resolution));
+	sa_exec("INSERT INTO softadastra.conflicts (table_name, key, kind, origin, epoch, op_seq, "
+			"op_hlc, columns, base, local, remote, strategy, resolution, resolved_at, resolved_by) "
+			"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
+			"CASE WHEN $13 = 'open' THEN NULL ELSE now() END, "
+			"CASE WHEN $13 = 'open' THEN NULL ELSE 'strategy:' || $12 END) RETURNING id",
+			13, types, vals, nulls, false, SPI_OK_INSERT_RETURNING);
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+static void
+sa_record_rejection(SaCall *c, SaOp *op, const char *message)
+{
+	Oid			types[5] = {TEXTOID, INT8OID, INT8OID, JSONBOID, TEXTOID};
+	Datum		vals[5];
+	char		nulls[6] = "     ";
+
+	vals[0] = CStringGetTextDatum(c->peer);
+	vals[1] = Int64GetDatum(c->epoch);
+	if (op->has_seq)
+		vals[2] = Int64GetDatum(op->seq);
+	else
+		nulls[2] = 'n';
+	vals[3] = JsonbPGetDatum(JsonbValueToJsonb(&op->elem));
+	vals[4] = CStringGetTextDatum(message);
+	sa_exec("INSERT INTO softadastra.rejections (peer, epoch, op_seq, op, message) "
+			"VALUES ($1, $2, $3, $4, $5)", 5, types, vals, nulls, false, SPI_OK_INSERT);
+}
+
+/* The loop: tell the bridge's decoder which op the next changes come from. */
+static void
+sa_emit_origin(SaCall *c, SaOp *op)
+{
+	StringInfoData b;
+
+	initStringInfo(&b);
+	appendStringInfoString(&b, "{\"peer\": ");
+	escape_json(&b, c->peer);
+	appendStringInfo(&b, ", \"epoch\": " INT64_FORMAT ", \"seq\": " INT64_FORMAT
+					 ", \"hlc\": " INT64_FORMAT "}", c->epoch, op->seq, op->hlc);
+	LogLogicalMessage("softadastra", b.data, b.len, true);
+}
+
+/* ------------------------------------------------------------------------
+ * Applying one op
+ * ---------------------------------------------------------------------- */
+
+/*
+ * Apply op (validated, watermark + 1).  Adds its result.  May ERROR (the
+ * segment turns bad-input errors into a rejection).
+ */
+static void
+sa_apply_one(SaCall *c, SaOp *op)
+{
+	char	   *msg = op->reject != NULL ? op->reject : sa_prepare_op(c, op);
+	SaRow		row;
+	SaClocks	ck;
+	bool		lww;
+	int			attempts = 0;
+
+	if (msg != NULL)
+	{
+		sa_record_rejection(c, op, msg);
+		sa_add_res(c, true, op->seq, "rejected", 0, msg);
+		return;
+	}
+	lww = op->t->strategy == SA_LWW;
+
+relock:
+	sa_lock_row(op, &row);
+	memset(&ck, 0, sizeof ck);
+	if (lww)
+		sa_read_clocks(op, &row, &ck);
+
+	if (op->kind == SA_INSERT && !row.found)
+	{
+		TransactionId xmin;
+		SaVal	  **w;
+
+		sa_emit_origin(c, op);
+		if (!sa_insert(op, &xmin))
+		{
+			/* a concurrent insert of the key, or another unique constraint */
+			if (++attempts > 2)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNIQUE_VIOLATION),
+						 errmsg("insert into %s conflicts with a unique constraint other than its key",
+								op->t->qualname)));
+			goto relock;
+		}
+		if (lww)
+		{
+			w = palloc(sizeof(SaVal *) * (op->nkey + op->ncols));
+			for (int i = 0; i < op->nkey; i++)
+				w[i] = &op->key[i];
+			for (int i = 0; i < op->ncols; i++)
+				w[op->nkey + i] = &op->cols[i];
+			sa_write_clocks(op, &ck, &row, false, xmin, w, op->nkey + op->ncols);
+		}
+		sa_add_res(c, true, op->seq, "applied", 0, NULL);
+		return;
+	}
+
+	if (op->kind == SA_INSERT || op->kind == SA_UPDATE)
+	{
+		/* row found (insert_exists / update) or missing (update_missing) */
+		SaVal	  **set = palloc(sizeof(SaVal *) * (op->ncols + op->nkey + 1));
+		char	  **conf = palloc(sizeof(char *) * (op->ncols + op->nkey + 1));
+		int			nset = 0,
+					nconf = 0,
+					nwon = 0;
+		const char *kind = op->kind == SA_INSERT ? "insert_exists" : "update_differ";
+		int			resolution;
+		int64		cid = 0;
+
+		if (!row.found)
+		{
+			/* update_missing */
+			SaClock		del = sa_col_clock(&ck, NULL);
+			SaClock		mine = {op->hlc, op->origin};
+			bool		take;
+
+			if (op->t->strategy == SA_EDGE_WINS)
+				take = true;
+			else if (lww)
+				take = ck.valid && ck.tombstone && sa_clock_gt(mine, del);
+			else
+				take = false;
+			for (int i = 0; i < op->ncols; i++)
+				conf[nconf++] = op->cols[i].name;
+			resolution = op->t->strategy == SA_MANUAL ? SA_OPEN : take ? SA_APPLIED_REMOTE : SA_KEPT_LOCAL;
+			cid = sa_record_conflict(c, op, "update_missing", conf, nconf, &row, resolution);
+			if (take)
+			{
+				TransactionId xmin;
+				SaOp		ins = *op;
+				SaVal	   *all = palloc(sizeof(SaVal) * (op->ncols + op->nbase));
+				int			n = 0;
+				SaVal	  **w;
+
+				/* the row as the edge has it: base, overridden by cols */
+				for (int i = 0; i < op->ncols; i++)
+					all[n++] = op->cols[i];
+				for (int i = 0; i < op->nbase; i++)
+					if (sa_find(op->cols, op->ncols, op->base[i].attnum) == NULL &&
+						sa_find(op->key, op->nkey, op->base[i].attnum) == NULL)
+						all[n++] = op->base[i];
+				ins.cols = all;
+				ins.ncols = n;
+				sa_emit_origin(c, op);
+				if (!sa_insert(&ins, &xmin))
+					ereport(ERROR,
+							(errcode(ERRCODE_UNIQUE_VIOLATION),
+							 errmsg("re-inserting a deleted row of %s conflicts with a unique constraint",
+									op->t->qualname)));
+				if (lww)
+				{
+					w = palloc(sizeof(SaVal *) * (n + op->nkey));
+					for (int i = 0; i < op->nkey; i++)
+						w[i] = &op->key[i];
+					for (int i = 0; i < n; i++)
+						w[op->nkey + i] = &all[i];
+					sa_write_clocks(op, &ck, &row, false, xmin, w, n + op->nkey);
+				}
+			}
+			sa_add_res(c, true, op->seq, "conflict", cid, NULL);
+			return;
+		}
+
+		/* per column: which conflict, which are written */
+		for (int s = 0; s < 2; s++)
+		{
+			SaVal	   *vs = s == 0 ? op->cols : op->key;
+			int			nv = s == 0 ? op->ncols : op->nkey;
+
+			if (s == 1 && op->kind == SA_UPDATE)
+				break;			/* an update's key only finds the row */
+			for (int i = 0; i < nv; i++)
+			{
+				SaVal	   *v = &vs[i];
+				char	   *local = sa_local_text(&row, v->attnum);
+				bool		conflict;
+
+				if (s == 1 && sa_find(op->cols, op->ncols, v->attnum) != NULL)
+					continue;
+				if (sa_text_eq(local, v->text))
+					continue;	/* nothing to change */
+				if (op->kind == SA_INSERT)
+					conflict = true;
+				else
+				{
+					SaVal	   *b = sa_find(op->base, op->nbase, v->attnum);
+
+					conflict = b != NULL && !sa_text_eq(b->text, local);
+				}
+				if (!conflict)
+				{
+					set[nset++] = v;
+					continue;
+				}
+				conf[nconf++] = v->name;
+				switch (op->t->strategy)
+				{
+					case SA_EDGE_WINS:
+						set[nset++] = v;
+						nwon++;
+						break;
+					case SA_LWW:
+						{
+							SaClock		mine = {op->hlc, op->origin};
+
+							if (sa_clock_gt(mine, sa_col_clock(&ck, v->name)))
+							{
+								set[nset++] = v;
+								nwon++;
+							}
+						}
+						break;
+					default:
+						break;
+				}
+			}
+		}
+		if (nconf > 0)
+		{
+			if (op->t->strategy == SA_MANUAL)
+				resolution = SA_OPEN;
+			else if (nwon == nconf)
+				resolution = SA_APPLIED_REMOTE;
+			else if (nwon == 0)
+				resolution = SA_KEPT_LOCAL;
+			else
+				resolution = SA_MERGED;
+			cid = sa_record_conflict(c, op, kind, conf, nconf, &row, resolution);
+		}
+		if (nset > 0)
+		{
+			TransactionId xmin;
+
+			sa_emit_origin(c, op);
+			xmin = sa_update(op, &row, set, nset);
+			if (lww)
+				sa_write_clocks(op, &ck, &row, false, xmin, set, nset);
+		}
+		sa_add_res(c, true, op->seq, nconf > 0 ? "conflict" : "applied", cid, NULL);
+		return;
+	}
+
+	/* delete */
+	if (!row.found)
+	{
+		int			resolution = op->t->strategy == SA_MANUAL ? SA_OPEN
+			: op->t->strategy == SA_SERVER_WINS ? SA_KEPT_LOCAL : SA_APPLIED_REMOTE;
+		int64		cid = sa_record_conflict(c, op, "delete_missing", NULL, 0, &row, resolution);
+
+		sa_add_res(c, true, op->seq, "conflict", cid, NULL);
+		return;
+	}
+	{
+		char	  **conf = palloc(sizeof(char *) * (op->nbase + 1));
+		int			nconf = 0;
+		bool		take = true;
+		int64		cid = 0;
+
+		for (int i = 0; i < op->nbase; i++)
+		{
+			char	   *local = sa_local_text(&row, op->base[i].attnum);
+
+			if (!sa_text_eq(local, op->base[i].text))
+				conf[nconf++] = op->base[i].name;
+		}
+		if (nconf > 0)
+		{
+			SaClock		mine = {op->hlc, op->origin};
+			int			resolution;
+
+			switch (op->t->strategy)
+			{
+				case SA_EDGE_WINS:
+					take = true;
+					break;
+				case SA_LWW:
+					take = sa_clock_gt(mine, sa_row_clock(op, &ck));
+					break;
+				default:
+					take = false;
+			}
+			resolution = op->t->strategy == SA_MANUAL ? SA_OPEN : take ? SA_APPLIED_REMOTE : SA_KEPT_LOCAL;
+			cid = sa_record_conflict(c, op, "delete_differ", conf, nconf, &row, resolution);
+		}
+		if (take)
+		{
+			sa_emit_origin(c, op);
+			sa_delete(op, &row);
+			if (lww)
+				sa_write_clocks(op, &ck, &row, true, InvalidTransactionId, NULL, 0);
+		}
+		sa_add_res(c, true, op->seq, nconf > 0 ? "conflict" : "applied", cid, NULL);
+	}
+}
+
+/* ------------------------------------------------------------------------
+ * Segments
+ * ---------------------------------------------------------------------- */
+
+/* Errors that are the op's fault: they reject the op, not the batch. */
+static bool
+sa_is_bad_input(int sqlerrcode)
+{
+	int			cls = ERRCODE_TO_CATEGORY(sqlerrcode);
+
+	return cls == ERRCODE_DATA_EXCEPTION ||
+		cls == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
+		cls == ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION ||
+		cls == ERRCODE_WITH_CHECK_OPTION_VIOLATION ||
+		cls == ERRCODE_FEATURE_NOT_SUPPORTED ||
+		cls == ERRCODE_INVALID_TEXT_REPRESENTATION ||
+		cls == ERRCODE_RAISE_EXCEPTION ||
+		cls == ERRCODE_TRIGGERED_ACTION_EXCEPTION;
+}
+
+static bool
+sa_is_retryable(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+		sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE;
+}
+
+/*
+ * Run ops [from, to) (parsed; from's seq is watermark + 1) in one
+ * subtransaction.  Returns -1 when all ran (or a gap stopped them: c->gap),
+ * else the index of the op whose bad input raised an error; the
+ * subtransaction is then rolled back and c's results and watermark are
+ * as they were, and *why holds the message.
+ */
+static int
+sa_run_segment(SaCall *c, SaOp *ops, int from, int to, char **why)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	int			nres0 = c->nres;
+	int64		wm0 = c->watermark;
+	volatile int at = from;
+	MemoryContext opcxt = AllocSetContextCreate(oldcxt, "softadastra op", ALLOCSET_DEFAULT_SIZES);
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		for (; at < to; at++)
+		{
+			SaOp	   *op = &ops[at];
+
+			if (!op->has_seq)
+			{
+				/* refused when parsed, and no seq to order it by */
+				sa_record_rejection(c, op, op->reject);
+				sa_add_res(c, false, 0, "rejected", 0, op->reject);
+				continue;
+			}
+			if (op->seq <= c->watermark)
+			{
+				sa_add_res(c, true, op->seq, "duplicate", 0, NULL);
+				continue;
+			}
+			if (op->seq > c->watermark + 1)
+			{
+				sa_add_res(c, true, op->seq, "gap",
+						   0, psprintf("seq " INT64_FORMAT " follows " INT64_FORMAT
+									   ": ops " INT64_FORMAT " to " INT64_FORMAT " are missing",
+									   op->seq, c->watermark, c->watermark + 1, op->seq - 1));
+				c->gap = 1;
+				break;
+			}
+			MemoryContextSwitchTo(opcxt);
+			sa_apply_one(c, op);
+			MemoryContextSwitchTo(oldcxt);
+			MemoryContextReset(opcxt);
+			c->watermark = op->seq;
+		}
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		c->nres = nres0;
+		c->watermark = wm0;
+		if (sa_is_retryable(edata->sqlerrcode))
+		{
+			*why = NULL;
+			FreeErrorData(edata);
+			MemoryContextDelete(opcxt);
+			return -2;
+		}
+		if (!sa_is_bad_input(edata->sqlerrcode))
+			ReThrowError(edata);
+		*why = edata->detail != NULL
+			? psprintf("%s: %s", edata->message, edata->detail)
+			: pstrdup(edata->message);
+		FreeErrorData(edata);
+		MemoryContextDelete(opcxt);
+		return at;
+	}
+	PG_END_TRY();
+	MemoryContextDelete(opcxt);
+	return -1;
+}
+
+/* ------------------------------------------------------------------------
+ * The function
+ * ---------------------------------------------------------------------- */
+
+static int
+sa_cmp_u64(const void *a, const void *b)
+{
+	uint64		x = *(const uint64 *) a,
+				y = *(const uint64 *) b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Advisory locks on every (table, key) of the batch, in sorted order. */
+static void
+sa_lock_keys(SaOp *ops, int n)
+{
+	uint64	   *h = palloc(sizeof(uint64) * (n > 0 ? n : 1));
+	int			nh = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		JsonbContainer *o;
+		JsonbValue *table,
+				   *key;
+		JsonbIterator *it;
+		JsonbValue	v;
+		JsonbIteratorToken tok;
+		uint64		x;
+
+		if (ops[i].elem.type != jbvBinary || !JsonContainerIsObject(ops[i].elem.val.binary.data))
+			continue;
+		o = ops[i].elem.val.binary.data;
+		table = sa_member(o, "table");
+		key = sa_member(o, "key");
+		if (table == NULL || table->type != jbvString || key == NULL || key->type != jbvBinary)
+			continue;
+		x = hash_bytes_extended((const unsigned char *) table->val.string.val,
+								table->val.string.len, 0x5A5A);
+		it = JsonbIteratorInit(key->val.binary.data);
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		{
+			const char *s;
+
+			if (tok == WJB_KEY)
+				s = pnstrdup(v.val.string.val, v.val.string.len);
+			else if (tok == WJB_VALUE || tok == WJB_ELEM)
+				s = sa_json_scalar_text(&v);
+			else
+				continue;
+			x = hash_combine64(x, hash_bytes_extended((const unsigned char *) s, strlen(s), tok));
+		}
+		h[nh++] = x;
+	}
+	qsort(h, nh, sizeof(uint64), sa_cmp_u64);
+	for (int i = 0; i < nh; i++)
+		if (i == 0 || h[i] != h[i - 1])
+			DirectFunctionCall1(pg_advisory_xact_lock_int8, Int64GetDatum((int64) h[i]));
+}
+
+/*
+ * softadastra.apply_ops(peer text, epoch bigint, ops jsonb)
+ *   RETURNS TABLE (seq bigint, status text, conflict_id bigint, message text)
+ */
+Datum
+softadastra_apply_ops(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *peer = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	int64		epoch = PG_GETARG_INT64(1);
+	Jsonb	   *ops = PG_GETARG_JSONB_P(2);
+	SaCall		c;
+	SaOp	   *op;
+	int			nops;
+	TupleDesc	tupdesc;
+	Tuplestorestate *ts;
+	MemoryContext old;
+	Oid			argtypes[3] = {TEXTOID, INT8OID, INT8OID};
+	Datum		args[3];
+	bool		isnull;
+	int64		wm_start;
+	int			from;
+	int			retries = 0;
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		(rsinfo->allowedModes & SFRM_Materialize) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("apply_ops must be called where a set is accepted, e.g. SELECT * FROM softadastra.apply_ops(...)")));
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "apply_ops: return type must be a row type");
+	if (epoch < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("epoch must be >= 0, not " INT64_FORMAT, epoch)));
+	if (!JB_ROOT_IS_ARRAY(ops) || JB_ROOT_IS_SCALAR(ops))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ops must be a JSON array of ops")));
+
+	memset(&c, 0, sizeof c);
+	c.peer = peer;
+	c.epoch = epoch;
+	c.cxt = CurrentMemoryContext;
+
+	/* the ops, parsed (no table access yet) */
+	nops = JsonContainerSize(&ops->root);
+	op = palloc0(sizeof(SaOp) * (nops > 0 ? nops : 1));
+	for (int i = 0; i < nops; i++)
+	{
+		JsonbValue *e = getIthJsonbValueFromContainer(&ops->root, i);
+
+		op[i].elem = *e;
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	/* the peer */
+	args[0] = CStringGetTextDatum(peer);
+	if (sa_exec("SELECT disabled, tables FROM softadastra.peers WHERE name = $1",
+				1, argtypes, args, NULL, true, SPI_OK_SELECT) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("peer \"%s\" does not exist", peer)));
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("peer \"%s\" is disabled", peer)));
+	{
+		Datum		t = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+
+		c.all_tables = isnull;
+		if (!isnull)
+		{
+			Datum	   *elems;
+			bool	   *enulls;
+			int			n;
+
+			old = MemoryContextSwitchTo(c.cxt);
+			deconstruct_array(DatumGetArrayTypePCopy(t), REGCLASSOID, 4, true, TYPALIGN_INT,
+							  &elems, &enulls, &n);
+			c.allowed = palloc(sizeof(Oid) * (n > 0 ? n : 1));
+			for (int i = 0; i < n; i++)
+				if (!enulls[i])
+					c.allowed[c.nallowed++] = DatumGetObjectId(elems[i]);
+			MemoryContextSwitchTo(old);
+		}
+	}
+
+	/* the watermark, locked: batches of one peer and epoch serialize */
+	args[1] = Int64GetDatum(epoch);
+	sa_exec("INSERT INTO softadastra.peer_progress (peer, epoch) VALUES ($1, $2) "
+			"ON CONFLICT DO NOTHING", 2, argtypes, args, NULL, false, SPI_OK_INSERT);
+	if (sa_exec("SELECT applied_seq FROM softadastra.peer_progress "
+				"WHERE peer = $1 AND epoch = $2 FOR UPDATE",
+				2, argtypes, args, NULL, false, SPI_OK_SELECT) != 1)
+		elog(ERROR, "peer_progress row of \"%s\" vanished", peer);
+	c.watermark = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	wm_start = c.watermark;
+
+	sa_lock_keys(op, nops);
+
+	/* parse every op (no table access): refusals are recorded in order */
+	for (int i = 0; i < nops; i++)
+		op[i].reject = sa_parse_op(&c, &op[i]);
+
+	/*
+	 * Segments (see the head of this file): run as many ops as succeed in
+	 * one subtransaction; an op whose bad input raised an error is rejected
+	 * after the ops before it ran again without it.
+	 */
+	from = 0;
+	while (from < nops && !c.gap)
+	{
+		char	   *why = NULL;
+		int			bad = sa_run_segment(&c, op, from, nops, &why);
+
+		if (bad == -1)
+			break;
+		if (bad >= 0 && bad > from)
+		{
+			char	   *again_msg = NULL;
+			int			again = sa_run_segment(&c, op, from, bad, &again_msg);
+
+			if (again != -1)
+				bad = again == -2 ? -2 : -3;	/* the world changed: start over */
+		}
+		if (bad < 0)
+		{
+			if (++retries > SA_RETRIES)
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_DEADLOCK_DETECTED),
+						 errmsg("apply_ops gave up after %d attempts to run its ops "
+								"against concurrent sessions", SA_RETRIES)));
+			continue;
+		}
+		if (c.gap)
+			break;
+		/* every op before bad ran: its seq is the watermark + 1 */
+		sa_record_rejection(&c, &op[bad], why);
+		sa_add_res(&c, true, op[bad].seq, "rejected", 0, why);
+		c.watermark = op[bad].seq;
+		from = bad + 1;
+	}
+
+	if (c.watermark != wm_start)
+	{
+		args[2] = Int64GetDatum(c.watermark);
+		sa_exec("UPDATE softadastra.peer_progress SET applied_seq = $3, applied_at = now() "
+				"WHERE peer = $1 AND epoch = $2", 3, argtypes, args, NULL, false, SPI_OK_UPDATE);
+	}
+	SPI_finish();
+
+	/* the result rows */
+	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	tupdesc = CreateTupleDescCopy(tupdesc);
+	ts = tuplestore_begin_heap(true, false, work_mem);
+	for (int i = 0; i < c.nres; i++)
+	{
+		Datum		v[4];
+		bool		n[4] = {false, false, false, false};
+
+		v[0] = Int64GetDatum(c.res[i].seq);
+		n[0] = !c.res[i].has_seq;
+		v[1] = CStringGetTextDatum(c.res[i].status);
+		v[2] = Int64GetDatum(c.res[i].conflict_id);
+		n[2] = c.res[i].conflict_id == 0;
+		if (c.res[i].message != NULL)
+			v[3] = CStringGetTextDatum(c.res[i].message);
+		n[3] = c.res[i].message == NULL;
+		tuplestore_putvalues(ts, tupdesc, v, n);
+	}
+	MemoryContextSwitchTo(old);
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = ts;
+	rsinfo->setDesc = tupdesc;
+	return (Datum) 0;
+}
