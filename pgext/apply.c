@@ -1369,10 +1369,11 @@ relock:
 			SaClock		mine = {op->hlc, op->origin};
 			bool		take;
 
+			/* del: when apply_ops deleted it, else (plain SQL) now */
 			if (op->t->strategy == SA_EDGE_WINS)
 				take = true;
 			else if (lww)
-				take = ck.valid && ck.tombstone && sa_clock_gt(mine, del);
+				take = sa_clock_gt(mine, del);
 			else
 				take = false;
 			for (int i = 0; i < op->ncols; i++)

@@ -107,3 +107,17 @@ CREATE TABLE row_clocks (
 
 -- Nobody but the owner changes sync metadata by accident.
 REVOKE ALL ON tables, peers, peer_progress, conflicts, rejections, row_clocks FROM PUBLIC;
+
+-- pg_dump keeps the sync configuration and history (extension tables are
+-- otherwise left out of dumps).
+SELECT pg_catalog.pg_extension_config_dump('tables', '');
+SELECT pg_catalog.pg_extension_config_dump('peers', '');
+SELECT pg_catalog.pg_extension_config_dump('peer_progress', '');
+SELECT pg_catalog.pg_extension_config_dump('conflicts', '');
+SELECT pg_catalog.pg_extension_config_dump('conflicts_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('rejections', '');
+SELECT pg_catalog.pg_extension_config_dump('rejections_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('row_clocks', '');
+
+-- peer_status counts open conflicts per origin.
+CREATE INDEX conflicts_open_origin ON conflicts (origin) WHERE resolution = 'open';
