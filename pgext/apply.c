@@ -980,6 +980,7 @@ sa_delete(SaOp *op, const SaRow *row)
 
 typedef struct SaClocks
 {
+	bool		loaded;			/* read (only when a decision needs it) */
 	bool		found;			/* a row_clocks entry exists */
 	bool		tombstone;		/* it says apply_ops deleted the row */
 	bool		valid;			/* it describes the row version we see */
@@ -1010,7 +1011,10 @@ sa_read_clocks(SaOp *op, const SaRow *row, SaClocks *ck)
 	Datum		vals[2];
 	bool		isnull;
 
+	if (ck->loaded)
+		return;
 	memset(ck, 0, sizeof *ck);
+	ck->loaded = true;
 	ck->base.origin = "pg";
 	ck->plain.origin = "pg";
 	vals[0] = ObjectIdGetDatum(op->t->relid);
@@ -1078,23 +1082,26 @@ sa_row_clock(const SaOp *op, const SaClocks *ck)
 }
 
 /*
- * Record the clocks after apply_ops wrote the row (xmin valid) or deleted
- * it (deleted).  written: the columns written with the op's clock.
+ * Record the clocks after apply_ops wrote the row (new version xmin) or
+ * deleted it.  written: the columns written with the op's clock.  An
+ * update keeps the clocks of the other columns when the entry still
+ * describes the version it replaced (decided in SQL, so the common path
+ * never reads row_clocks); otherwise they all take that version's clock.
  */
 static void
-sa_write_clocks(SaOp *op, const SaClocks *ck, const SaRow *before, bool deleted,
+sa_write_clocks(SaOp *op, const SaRow *before, bool deleted,
 				TransactionId xmin, SaVal **written, int nwritten)
 {
-	Oid			types[7] = {OIDOID, JSONBOID, XIDOID, JSONBOID, INT8OID, TEXTOID, BOOLOID};
-	Datum		vals[7];
-	char		nulls[8] = "       ";
+	Oid			types[8] = {OIDOID, JSONBOID, XIDOID, JSONBOID, INT8OID, TEXTOID, BOOLOID, XIDOID};
+	Datum		vals[8];
+	char		nulls[9] = "        ";
 	StringInfoData cj;
 	SaClock		base;
-	bool		merge;
+	bool		merge = false;
 
 	initStringInfo(&cj);
 	appendStringInfoChar(&cj, '{');
-	for (int i = 0; i < nwritten; i++)
+	for (int i = 0; i < nwritten && !deleted; i++)
 	{
 		if (i > 0)
 			appendStringInfoString(&cj, ", ");
@@ -1104,25 +1111,17 @@ sa_write_clocks(SaOp *op, const SaClocks *ck, const SaRow *before, bool deleted,
 		appendStringInfoChar(&cj, ']');
 	}
 	appendStringInfoChar(&cj, '}');
-	if (deleted)
+	if (deleted || !before->found)
 	{
+		/* a tombstone, or an insert: its defaults count as its writes */
 		base.hlc = op->hlc;
 		base.origin = op->origin;
-		merge = false;
-		cj.data[0] = '{';
-		cj.data[1] = '}';
-		cj.data[2] = '\0';
-	}
-	else if (!before->found)
-	{
-		base.hlc = op->hlc;		/* an insert: defaults count as its writes */
-		base.origin = op->origin;
-		merge = false;
 	}
 	else
 	{
-		base = ck->valid ? ck->base : ck->plain;
-		merge = ck->valid;
+		base.hlc = sa_xmin_hlc(before->xmin);
+		base.origin = "pg";
+		merge = true;
 	}
 	vals[0] = ObjectIdGetDatum(op->t->relid);
 	vals[1] = JsonbPGetDatum(op->keyjson);
@@ -1133,14 +1132,15 @@ sa_write_clocks(SaOp *op, const SaClocks *ck, const SaRow *before, bool deleted,
 	vals[4] = Int64GetDatum(base.hlc);
 	vals[5] = CStringGetTextDatum(base.origin);
 	vals[6] = BoolGetDatum(merge);
+	vals[7] = TransactionIdGetDatum(before->found ? before->xmin : InvalidTransactionId);
 	sa_exec("INSERT INTO softadastra.row_clocks AS rc "
 			"(relid, key, row_xmin, clocks, base_hlc, base_origin) "
 			"VALUES ($1, $2, $3, $4, $5, $6) "
 			"ON CONFLICT (relid, key) DO UPDATE SET row_xmin = $3, "
-			"clocks = CASE WHEN $7 THEN rc.clocks || $4 ELSE $4 END, "
-			"base_hlc = CASE WHEN $7 THEN rc.base_hlc ELSE $5 END, "
-			"base_origin = CASE WHEN $7 THEN rc.base_origin ELSE $6 END",
-			7, types, vals, nulls, false, SPI_OK_INSERT);
+			"clocks = CASE WHEN $7 AND rc.row_xmin = $8 THEN rc.clocks || $4 ELSE $4 END, "
+			"base_hlc = CASE WHEN $7 AND rc.row_xmin = $8 THEN rc.base_hlc ELSE $5 END, "
+			"base_origin = CASE WHEN $7 AND rc.row_xmin = $8 THEN rc.base_origin ELSE $6 END",
+			8, types, vals, nulls, false, SPI_OK_INSERT);
 }
 
 /* ------------------------------------------------------------------------
@@ -1317,9 +1317,7 @@ sa_apply_one(SaCall *c, SaOp *op)
 
 relock:
 	sa_lock_row(op, &row);
-	memset(&ck, 0, sizeof ck);
-	if (lww)
-		sa_read_clocks(op, &row, &ck);
+	memset(&ck, 0, sizeof ck);	/* read when a lww decision needs it */
 
 	if (op->kind == SA_INSERT && !row.found)
 	{
@@ -1344,7 +1342,7 @@ relock:
 				w[i] = &op->key[i];
 			for (int i = 0; i < op->ncols; i++)
 				w[op->nkey + i] = &op->cols[i];
-			sa_write_clocks(op, &ck, &row, false, xmin, w, op->nkey + op->ncols);
+			sa_write_clocks(op, &row, false, xmin, w, op->nkey + op->ncols);
 		}
 		sa_add_res(c, true, op->seq, "applied", 0, NULL);
 		return;
@@ -1365,9 +1363,13 @@ relock:
 		if (!row.found)
 		{
 			/* update_missing */
-			SaClock		del = sa_col_clock(&ck, NULL);
+			SaClock		del;
 			SaClock		mine = {op->hlc, op->origin};
 			bool		take;
+
+			if (lww)
+				sa_read_clocks(op, &row, &ck);
+			del = sa_col_clock(&ck, NULL);
 
 			/* del: when apply_ops deleted it, else (plain SQL) now */
 			if (op->t->strategy == SA_EDGE_WINS)
@@ -1410,7 +1412,7 @@ relock:
 						w[i] = &op->key[i];
 					for (int i = 0; i < n; i++)
 						w[op->nkey + i] = &all[i];
-					sa_write_clocks(op, &ck, &row, false, xmin, w, n + op->nkey);
+					sa_write_clocks(op, &row, false, xmin, w, n + op->nkey);
 				}
 			}
 			sa_add_res(c, true, op->seq, "conflict", cid, NULL);
@@ -1459,6 +1461,7 @@ relock:
 						{
 							SaClock		mine = {op->hlc, op->origin};
 
+							sa_read_clocks(op, &row, &ck);
 							if (sa_clock_gt(mine, sa_col_clock(&ck, v->name)))
 							{
 								set[nset++] = v;
@@ -1490,7 +1493,7 @@ relock:
 			sa_emit_origin(c, op);
 			xmin = sa_update(op, &row, set, nset);
 			if (lww)
-				sa_write_clocks(op, &ck, &row, false, xmin, set, nset);
+				sa_write_clocks(op, &row, false, xmin, set, nset);
 		}
 		sa_add_res(c, true, op->seq, nconf > 0 ? "conflict" : "applied", cid, NULL);
 		return;
@@ -1530,6 +1533,7 @@ relock:
 					take = true;
 					break;
 				case SA_LWW:
+					sa_read_clocks(op, &row, &ck);
 					take = sa_clock_gt(mine, sa_row_clock(op, &ck));
 					break;
 				default:
@@ -1543,7 +1547,7 @@ relock:
 			sa_emit_origin(c, op);
 			sa_delete(op, &row);
 			if (lww)
-				sa_write_clocks(op, &ck, &row, true, InvalidTransactionId, NULL, 0);
+				sa_write_clocks(op, &row, true, InvalidTransactionId, NULL, 0);
 		}
 		sa_add_res(c, true, op->seq, nconf > 0 ? "conflict" : "applied", cid, NULL);
 	}

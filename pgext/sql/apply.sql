@@ -129,6 +129,19 @@ SELECT seq, status FROM softadastra.apply_ops('e2', 10, '[
   {"origin":"e2","seq":4,"hlc":7000,"kind":"update","table":"public.race","key":{"id":1},"cols":{"v":"newer"},"base":{"v":"tie e2"}}]');
 SELECT * FROM race WHERE id = 1;
 
+-- Clocks are per column: after a newer write to a, b keeps its older clock.
+CREATE TABLE cols2 (id int PRIMARY KEY, a text, b text);
+SELECT softadastra.add_table('cols2');
+SELECT seq, status FROM softadastra.apply_ops('e1', 30, '[
+  {"origin":"e1","seq":1,"hlc":100,"kind":"insert","table":"public.cols2","key":{"id":1},"cols":{"a":"a100","b":"b100"}},
+  {"origin":"e1","seq":2,"hlc":300,"kind":"update","table":"public.cols2","key":{"id":1},"cols":{"a":"a300"},"base":{"a":"a100"}}]');
+SELECT seq, status FROM softadastra.apply_ops('e2', 30, '[
+  {"origin":"e2","seq":1,"hlc":200,"kind":"update","table":"public.cols2","key":{"id":1},"cols":{"a":"a200","b":"b200"},"base":{"a":"x","b":"x"}}]');
+SELECT * FROM cols2;
+SELECT columns, resolution FROM softadastra.conflicts WHERE table_name = 'public.cols2';
+SELECT key, clocks, base_hlc, base_origin, row_xmin IS NOT NULL AS live
+  FROM softadastra.row_clocks WHERE relid = 'cols2'::regclass;
+
 -- Bad input is rejected, recorded, and does not stall the ops after it.
 CREATE TABLE other (id int PRIMARY KEY, n int NOT NULL CHECK (n > 0));
 SELECT softadastra.add_table('other');
