@@ -76,7 +76,8 @@ static const opt_def opt_defs[] = {
     {{"tables", "LIST",
       "Comma-separated tables to sync, e.g. public.items,orders,\"Mixed Case\": each name or "
       "schema.name, quoted as in SQL where needed, at most 1024. Each needs a primary key or "
-      "REPLICA IDENTITY FULL.",
+      "REPLICA IDENTITY FULL. Default: the tables of softadastra.tables, when the softadastra "
+      "extension is installed (softadastra.add_table), read at start.",
       1},
      OPT_TABLES, OPT_TABLES, 0, 0, 0},
     {{"config", "FILE",

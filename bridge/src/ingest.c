@@ -63,6 +63,9 @@ typedef struct copied {
 
 typedef struct ingest {
     const sa_bridge_config *cfg;
+    char *const *tables; /* the synced set: cfg's --tables, else the extension's */
+    size_t ntables;
+    char **ext_tables; /* owned, when read from softadastra.tables */
     ingest_log_fn log;
     void *lctx;
     volatile sig_atomic_t *stop;
@@ -668,9 +671,9 @@ static int ensure_publication(ingest *ig, sa_err *err)
     rc = sa_buf_put(&sql, head, strlen(head));
     rc |= sa_buf_put(&sql, pubq, strlen(pubq));
     rc |= sa_buf_put(&sql, exists ? " SET TABLE " : " FOR TABLE ", exists ? 11 : 11);
-    for (size_t i = 0; rc == 0 && i < ig->cfg->ntables; i++) {
+    for (size_t i = 0; rc == 0 && i < ig->ntables; i++) {
         pgck_table ti;
-        if ((rc = pgck_table_info(ig->pg, ig->cfg->tables[i], &ti, err)) != 0)
+        if ((rc = pgck_table_info(ig->pg, ig->tables[i], &ti, err)) != 0)
             goto done;
         if (i > 0)
             rc |= sa_buf_put(&sql, ", ", 2);
@@ -687,7 +690,7 @@ static int ensure_publication(ingest *ig, sa_err *err)
         goto done;
     }
     say(ig, 2, "publication \"%s\" %s for %zu table(s)", ig->cfg->publication,
-        exists ? "updated" : "created", ig->cfg->ntables);
+        exists ? "updated" : "created", ig->ntables);
 done:
     PQclear(r);
     PQfreemem(pubq);
@@ -901,7 +904,7 @@ static int initial_sync(ingest *ig, int resync, sa_err *err)
     ig->confirmed_lsn = sc.consistent_point;
     say(ig, 2, "created replication slot \"%s\" at %s", ig->cfg->slot,
         lsn_str(sc.consistent_point, l));
-    rc = copy_tables(ig, ig->cfg->tables, ig->cfg->ntables, sc.snapshot_name, sc.consistent_point,
+    rc = copy_tables(ig, ig->tables, ig->ntables, sc.snapshot_name, sc.consistent_point,
                      resync ? COPY_RESYNC : COPY_FIRST, err);
 done:
     sa_batch_free(b);
@@ -918,19 +921,19 @@ done:
  */
 static int copy_added_tables(ingest *ig, sa_err *err)
 {
-    char **added = sa_calloc(ig->cfg->ntables + 1, sizeof *added);
+    char **added = sa_calloc(ig->ntables + 1, sizeof *added);
     size_t nadded = 0;
     repl_conn *c = NULL;
     repl_slot_created sc;
     int rc = added == NULL ? sa_err_set(err, SA_ENOMEM, "out of memory") : 0;
-    for (size_t i = 0; rc == 0 && i < ig->cfg->ntables; i++) {
+    for (size_t i = 0; rc == 0 && i < ig->ntables; i++) {
         pgck_table ti;
         char qual[200];
-        if ((rc = pgck_table_info(ig->pg, ig->cfg->tables[i], &ti, err)) != 0)
+        if ((rc = pgck_table_info(ig->pg, ig->tables[i], &ti, err)) != 0)
             break;
         snprintf(qual, sizeof qual, "%s.%s", ti.schema, ti.name);
         if (copied_lsn(ig, qual) == 0)
-            added[nadded++] = ig->cfg->tables[i];
+            added[nadded++] = ig->tables[i];
     }
     if (rc != 0 || nadded == 0)
         goto done;
@@ -1108,9 +1111,9 @@ static int load_positions(ingest *ig, sa_err *err)
         rc = meta_get_lsn(ig, INGEST_META_CONFIRMED, &ig->confirmed_lsn, err);
     ig->durable_end = ig->end_lsn; /* what the store holds after open is durable */
     ig->durable_commit = ig->commit_lsn;
-    for (size_t i = 0; rc == 0 && i < ig->cfg->ntables; i++) {
+    for (size_t i = 0; rc == 0 && i < ig->ntables; i++) {
         pgck_table ti;
-        if ((rc = pgck_table_info(ig->pg, ig->cfg->tables[i], &ti, err)) != 0)
+        if ((rc = pgck_table_info(ig->pg, ig->tables[i], &ti, err)) != 0)
             break;
         char key[300], qual[200];
         uint64_t lsn;
@@ -1135,10 +1138,60 @@ static int load_positions(ingest *ig, sa_err *err)
     return rc;
 }
 
+/*
+ * The synced set: --tables when given, else the tables of the softadastra
+ * extension's softadastra.tables (what softadastra.add_table manages).  Read
+ * at start: a table added later joins at the next start, copied then.
+ */
+static int synced_tables(ingest *ig, sa_err *err)
+{
+    if (ig->cfg->ntables > 0) {
+        ig->tables = ig->cfg->tables;
+        ig->ntables = ig->cfg->ntables;
+        return 0;
+    }
+    PGresult *r = PQexec(ig->pg, "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'softadastra'");
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = sa_err_set(err, SA_EPG, "cannot look for the softadastra extension: %s",
+                        PQresultErrorMessage(r));
+    } else if (PQntuples(r) == 0) {
+        rc = sa_err_set(err, SA_EINVAL, "no tables to sync: give --tables, or install the "
+                        "extension (CREATE EXTENSION softadastra) and add tables with "
+                        "softadastra.add_table()");
+    }
+    PQclear(r);
+    if (rc != 0)
+        return rc;
+    r = PQexec(ig->pg, "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) "
+                       "FROM softadastra.tables t JOIN pg_catalog.pg_class c ON c.oid = t.relid "
+                       "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ORDER BY 1");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = sa_err_set(err, SA_EPG, "cannot read softadastra.tables: %s", PQresultErrorMessage(r));
+        PQclear(r);
+        return rc;
+    }
+    size_t n = (size_t)PQntuples(r);
+    ig->ext_tables = sa_calloc(n + 1, sizeof *ig->ext_tables);
+    for (size_t i = 0; ig->ext_tables != NULL && i < n; i++)
+        if ((ig->ext_tables[i] = sa_strdup(PQgetvalue(r, (int)i, 0))) == NULL)
+            rc = SA_ENOMEM;
+    PQclear(r);
+    if (ig->ext_tables == NULL || rc != 0)
+        return sa_err_set(err, SA_ENOMEM, "out of memory");
+    ig->tables = ig->ext_tables;
+    ig->ntables = n;
+    if (n == 0)
+        return sa_err_set(err, SA_EINVAL, "no tables to sync: softadastra.tables is empty; add "
+                          "tables with softadastra.add_table() or give --tables");
+    say(ig, 2, "synced tables from softadastra.tables: %zu", n);
+    return 0;
+}
+
 static int checks(ingest *ig, int slot_known, sa_err *err)
 {
     pgck_report rep = {0};
-    int rc = pgck_run(ig->pg, (const char *const *)ig->cfg->tables, ig->cfg->ntables,
+    int rc = pgck_run(ig->pg, (const char *const *)ig->tables, ig->ntables,
                       slot_known ? NULL : ig->cfg->slot, &rep, err);
     if (rc != 0)
         return rc;
@@ -1168,11 +1221,6 @@ int ingest_run(const sa_bridge_config *cfg, volatile sig_atomic_t *stop, ingest_
     int found, rc;
     size_t n = strlen(cfg->data) + 16;
 
-    if (cfg->ntables == 0) {
-        rc = sa_err_set(err, SA_EINVAL, "no tables to sync: give --tables (or configure "
-                        "softadastra.tables once the extension is installed)");
-        goto done;
-    }
     if ((rc = sa_retry_init(&retry, &pol, 0, err)) != 0 || (rc = sa_hlc_clock_new(NULL, &ig->hlc, err)) != 0)
         goto done;
     ig->store_dir = ingest_store_dir(cfg->data);
@@ -1226,7 +1274,7 @@ int ingest_run(const sa_bridge_config *cfg, volatile sig_atomic_t *stop, ingest_
                         "use --slot %s or another --data", slot, cfg->slot, slot);
         goto done;
     }
-    if ((rc = checks(ig, slot_known, err)) != 0)
+    if ((rc = synced_tables(ig, err)) != 0 || (rc = checks(ig, slot_known, err)) != 0)
         goto done;
     {
         repl_conn *c = NULL;
@@ -1327,6 +1375,9 @@ done:
     for (size_t i = 0; i < ig->ncopied; i++)
         sa_free(ig->copied[i].table);
     sa_free(ig->copied);
+    for (size_t i = 0; ig->ext_tables != NULL && ig->ext_tables[i] != NULL; i++)
+        sa_free(ig->ext_tables[i]);
+    sa_free(ig->ext_tables);
     sa_free(ig->store_dir);
     sa_free(ig->staging_dir);
     return rc;

@@ -95,8 +95,10 @@ static inline int it_bridge_start(it_bridge *b, const char *conninfo, const char
     argv[n++] = conninfo;
     argv[n++] = "--data";
     argv[n++] = data;
-    argv[n++] = "--tables";
-    argv[n++] = tables;
+    if (tables != NULL) { /* else: the extension's softadastra.tables */
+        argv[n++] = "--tables";
+        argv[n++] = tables;
+    }
     argv[n++] = "--log-level";
     argv[n++] = "debug";
     argv[n++] = "--no-progress";

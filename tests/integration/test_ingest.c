@@ -1302,6 +1302,55 @@ static void test_ingest_table_added_later(void **state)
     g_ok = 1;
 }
 
+/* Without --tables, the synced set is the extension's softadastra.tables:
+ * add_table puts a table there and in the publication; the bridge copies it
+ * and streams it.  A table the extension does not list is not synced. */
+static void test_ingest_tables_from_extension(void **state)
+{
+    (void)state;
+    pg_start(NULL);
+    /* no --tables and no extension: refused, saying what to do */
+    bridge_start("ext", NULL, NULL);
+    int st = 0;
+    if (it_wait_exit(&g_b, READY_MS, &st) != 1 || !WIFEXITED(st) || WEXITSTATUS(st) == 0 ||
+        !it_log_contains(&g_b, "no tables to sync: give --tables, or install the extension"))
+        fail_with_log("without --tables or the extension, sa-bridge must exit with an error");
+    PGresult *r = PQexec(g_c, "CREATE EXTENSION softadastra");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        printf("# SKIP: softadastra extension not installed: %s", PQresultErrorMessage(r));
+        PQclear(r);
+        g_ok = 1;
+        skip();
+    }
+    PQclear(r);
+    sql("CREATE TABLE items (id int PRIMARY KEY, v text);"
+        "CREATE TABLE \"Other Things\" (id int PRIMARY KEY, v text);"
+        "CREATE TABLE ignored (id int PRIMARY KEY, v text);"
+        "INSERT INTO items SELECT g, 'i' || g FROM generate_series(1, 50) g;"
+        "INSERT INTO \"Other Things\" SELECT g, 'o' || g FROM generate_series(1, 50) g;"
+        "INSERT INTO ignored VALUES (1, 'not synced')");
+    sql("SELECT softadastra.add_table('items');"
+        "SELECT softadastra.add_table('\"Other Things\"', 'server_wins')");
+    bridge_start("ext", NULL, NULL);
+    wait_ready(0);
+    if (!it_log_contains(&g_b, "synced tables from softadastra.tables: 2"))
+        fail_with_log("the bridge did not take its tables from softadastra.tables");
+    sql("INSERT INTO items VALUES (51, 'streamed');"
+        "UPDATE \"Other Things\" SET v = 'changed' WHERE id = 7;"
+        "INSERT INTO ignored VALUES (2, 'still not synced')");
+    caught_up();
+    assert_state("public.items");
+    assert_state("public.Other Things"); /* ops name tables unquoted */
+    size_t n = 0;
+    it_walrec *w = wal(&n);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(w[i].op->table, "public.ignored") == 0)
+            fail_msg("an op of public.ignored, which softadastra.tables does not list");
+    it_wal_free(w, n);
+    it_bridge_stop(&g_b, SIGTERM);
+    g_ok = 1;
+}
+
 /* With a short wal_sender_timeout and nothing to send, the bridge's status
  * updates keep the connection: it is never replaced. */
 static void test_ingest_idle_connection_kept(void **state)
@@ -1375,6 +1424,7 @@ int main(void)
         cmocka_unit_test_teardown(test_ingest_interrupted_initial_sync_restarts, teardown),
         cmocka_unit_test_teardown(test_ingest_other_cluster_slot_not_dropped, teardown),
         cmocka_unit_test_teardown(test_ingest_table_added_later, teardown),
+        cmocka_unit_test_teardown(test_ingest_tables_from_extension, teardown),
         cmocka_unit_test_teardown(test_ingest_idle_connection_kept, teardown),
         cmocka_unit_test_teardown(test_ingest_silent_server_replaced, teardown),
     };
