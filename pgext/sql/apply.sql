@@ -129,6 +129,20 @@ SELECT seq, status FROM softadastra.apply_ops('e2', 10, '[
   {"origin":"e2","seq":4,"hlc":7000,"kind":"update","table":"public.race","key":{"id":1},"cols":{"v":"newer"},"base":{"v":"tie e2"}}]');
 SELECT * FROM race WHERE id = 1;
 
+-- Open conflicts that apply_ops recorded, resolved in SQL: the chosen values
+-- land in the table as ordinary changes; a second resolution is refused.
+CREATE FUNCTION conflict_of(k text) RETURNS bigint LANGUAGE sql AS
+  $$ SELECT id FROM softadastra.conflicts WHERE table_name = 'public.t_manual' AND kind = k $$;
+SELECT (softadastra.resolve_conflict(conflict_of('update_differ'), 'take_remote')).resolution;
+UPDATE softadastra.conflicts SET resolution = 'applied_remote' WHERE id = conflict_of('update_missing');
+SELECT (softadastra.resolve_conflict(conflict_of('delete_differ'), 'keep_local')).resolution;
+SELECT (softadastra.resolve_conflict(conflict_of('insert_exists'), 'merge', '{"a": "merged"}')).resolution;
+SELECT * FROM t_manual ORDER BY id;
+SELECT kind, resolution, resolved_by = current_user AS by_me, resolved_at IS NOT NULL AS dated
+  FROM softadastra.conflicts WHERE table_name = 'public.t_manual' ORDER BY op_seq;
+SELECT softadastra.resolve_conflict(conflict_of('update_differ'), 'keep_local');
+UPDATE softadastra.conflicts SET resolution = 'kept_local' WHERE id = conflict_of('update_missing');
+
 -- Clocks are per column: after a newer write to a, b keeps its older clock.
 CREATE TABLE cols2 (id int PRIMARY KEY, a text, b text);
 SELECT softadastra.add_table('cols2');
