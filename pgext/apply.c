@@ -555,7 +555,8 @@ sa_table(SaCall *c, const char *given)
 		getTypeInputInfo(a->atttypid, &t->atts[i].typinput, &t->atts[i].typioparam);
 		getTypeOutputInfo(a->atttypid, &t->atts[i].typoutput, &varlena);
 	}
-	pkoid = RelationGetPrimaryKeyIndex(rel);
+	list_free(RelationGetIndexList(rel));	/* fills rd_pkindex */
+	pkoid = rel->rd_pkindex;
 	if (OidIsValid(pkoid))
 	{
 		Relation	idx = index_open(pkoid, AccessShareLock);
@@ -1287,7 +1288,7 @@ sa_emit_origin(SaCall *c, SaOp *op)
 	escape_json(&b, c->peer);
 	appendStringInfo(&b, ", \"epoch\": " INT64_FORMAT ", \"seq\": " INT64_FORMAT
 					 ", \"hlc\": " INT64_FORMAT "}", c->epoch, op->seq, op->hlc);
-	LogLogicalMessage("softadastra", b.data, b.len, true);
+	SA_LOG_LOGICAL_MESSAGE("softadastra", b.data, b.len, true);
 }
 
 /* ------------------------------------------------------------------------

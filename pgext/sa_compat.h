@@ -28,4 +28,18 @@
 #define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
 #endif
 
+/* pg_cryptohash_error arrived in PostgreSQL 15. */
+#if PG_VERSION_NUM < 150000
+#define pg_cryptohash_error(ctx) "cryptographic hash failure"
+#endif
+
+/* PostgreSQL 17 added LogLogicalMessage's "flush" argument. */
+#if PG_VERSION_NUM >= 170000
+#define SA_LOG_LOGICAL_MESSAGE(prefix, msg, len, transactional) \
+	LogLogicalMessage(prefix, msg, len, transactional, false)
+#else
+#define SA_LOG_LOGICAL_MESSAGE(prefix, msg, len, transactional) \
+	LogLogicalMessage(prefix, msg, len, transactional)
+#endif
+
 #endif							/* SA_COMPAT_H */
