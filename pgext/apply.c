@@ -15,17 +15,19 @@
  *	  seq > W + 1 is a gap: status 'gap', and the batch stops there.
  *
  * LOCKING
- *	  Before any op, every (table, key) the batch names gets a transaction
- *	  advisory lock, taken in sorted order of a 64-bit hash: two apply_ops
- *	  calls touching the same rows in different orders then queue instead
- *	  of deadlocking.  Each op then locks its row with SELECT ... FOR
- *	  UPDATE.  A deadlock or serialization failure against other sessions
- *	  (plain SQL does not take the advisory locks) rolls the current segment
- *	  back and runs it again, at most SA_RETRIES times.
+ *	  A segment (below) first locks the rows of all its ops with one SELECT
+ *	  ... ORDER BY key FOR UPDATE per table, so two apply_ops calls touching
+ *	  the same rows in different orders queue instead of deadlocking.  A
+ *	  deadlock or serialization failure against other sessions (plain SQL,
+ *	  or two inserts of the same new keys) rolls the segment back; it runs
+ *	  again after a random pause, at most SA_RETRIES times, then the call
+ *	  fails with SQLSTATE 40P01 having applied nothing (the caller retries).
  *
  * SEGMENTS
  *	  Ops run inside a subtransaction, as many in a row as succeed: one
- *	  subtransaction per batch when nothing fails.  When op k raises an
+ *	  subtransaction per batch when nothing fails.  Within it the rows the
+ *	  ops touch are kept in memory (refreshed from each write's RETURNING),
+ *	  and row clocks are written once for the segment.  When op k raises an
  *	  error that is bad input (data exception, constraint violation,
  *	  undefined name, a trigger's RAISE ...), the segment is rolled back,
  *	  the ops before k run again in a new segment, op k is recorded in
@@ -55,7 +57,7 @@
  *	  tells the bridge's decoder where the changes that follow come from.
  *
  * SAFETY
- *	  Table names are resolved through the catalog (RangeVarGetRelid) and
+ *	  Table names ("schema.name", raw) are resolved through the catalog and
  *	  written back quoted; column names must be attributes of that table
  *	  and are quoted; values only travel as typed parameters, converted by
  *	  the column type's input function.  A peer's batch cannot touch a
@@ -90,7 +92,6 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/regproc.h"
 #include "utils/rel.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
@@ -100,7 +101,7 @@
 
 PG_FUNCTION_INFO_V1(softadastra_apply_ops);
 
-#define SA_RETRIES 5
+#define SA_RETRIES 10
 #define SA_PLAN_CACHE_MAX 1024
 
 typedef enum SaKind
@@ -129,6 +130,7 @@ typedef struct SaAtt
 	Oid			typinput;
 	Oid			typioparam;
 	Oid			typoutput;
+	Oid			arraytype;		/* its array type, if values can go through one */
 } SaAtt;
 
 /* What one batch knows of a table named by its ops. */
@@ -138,11 +140,13 @@ typedef struct SaTable
 	char	   *reject;			/* non-NULL: every op on it is rejected so */
 	Oid			relid;
 	char	   *qualname;		/* quoted schema.name */
+	char		relkind;
 	SaStrategy	strategy;
 	int			natts;
 	SaAtt	   *atts;			/* [natts], by attnum - 1 */
 	int			npk;			/* 0: no primary key (REPLICA IDENTITY FULL) */
 	AttrNumber *pk;
+	TupleDesc	rowdesc;		/* layout of rows read and returned (sa_row_list) */
 	struct SaTable *next;
 } SaTable;
 
@@ -173,7 +177,10 @@ typedef struct SaOp
 	SaVal	   *key,
 			   *cols,
 			   *base;
-	Jsonb	   *keyjson;		/* canonical key {col: text} */
+	char	   *keytext;		/* canonical key {"col": "text"}, attnum order */
+	Jsonb	   *keyjson;		/* the same as jsonb, made when needed */
+	bool		prepared;		/* sa_prepare_op ran in this segment ... */
+	char	   *prep_msg;		/* ... and refused it so, or NULL */
 } SaOp;
 
 /* One result row. */
@@ -218,6 +225,17 @@ typedef struct SaCall
 	int			nres,
 				capres;
 	int			gap;			/* a gap result was produced */
+	/* the current segment */
+	MemoryContext segcxt;
+	HTAB	   *rows;			/* SaRowEnt: the rows its ops touch */
+	struct SaClockPend *pend;	/* row_clocks writes not yet made */
+	int			npend,
+				cappend;
+	struct SaWrite *wq;			/* queued writes */
+	int			nwq,
+				capwq;
+	bool		in_flush;		/* writing the queue: an error is no one op's */
+	bool		no_batch;		/* write each op at once (to find a bad one) */
 } SaCall;
 
 /* ------------------------------------------------------------------------
@@ -237,6 +255,7 @@ typedef struct SaPlanNode
 {
 	char	   *sql;
 	int			nargs;
+	bool		custom;
 	Oid		   *argtypes;
 	SPIPlanPtr	plan;
 	struct SaPlanNode *next;
@@ -273,7 +292,7 @@ sa_plans_reset(void)
 }
 
 static SPIPlanPtr
-sa_plan(const char *sql, int nargs, const Oid *argtypes)
+sa_plan(const char *sql, int nargs, const Oid *argtypes, bool custom)
 {
 	uint64		h;
 	bool		found;
@@ -287,6 +306,7 @@ sa_plan(const char *sql, int nargs, const Oid *argtypes)
 	h = hash_bytes_extended((const unsigned char *) sql, strlen(sql), 0);
 	h = hash_combine64(h, hash_bytes_extended((const unsigned char *) argtypes,
 											  sizeof(Oid) * nargs, nargs));
+	h = hash_combine64(h, custom);
 	if (sa_plans == NULL)
 	{
 		HASHCTL		ctl;
@@ -300,11 +320,11 @@ sa_plan(const char *sql, int nargs, const Oid *argtypes)
 	e = hash_search(sa_plans, &h, HASH_FIND, &found);
 	if (found)
 		for (n = e->chain; n != NULL; n = n->next)
-			if (n->nargs == nargs && strcmp(n->sql, sql) == 0 &&
+			if (n->nargs == nargs && n->custom == custom && strcmp(n->sql, sql) == 0 &&
 				memcmp(n->argtypes, argtypes, sizeof(Oid) * nargs) == 0)
 				return n->plan;
 
-	p = SPI_prepare(sql, nargs, (Oid *) argtypes);
+	p = SPI_prepare_cursor(sql, nargs, (Oid *) argtypes, custom ? CURSOR_OPT_CUSTOM_PLAN : 0);
 	if (p == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
 	if (SPI_keepplan(p) != 0)
@@ -316,6 +336,7 @@ sa_plan(const char *sql, int nargs, const Oid *argtypes)
 	n = palloc(sizeof *n);
 	n->sql = pstrdup(sql);
 	n->nargs = nargs;
+	n->custom = custom;
 	n->argtypes = palloc(sizeof(Oid) * (nargs > 0 ? nargs : 1));
 	memcpy(n->argtypes, argtypes, sizeof(Oid) * nargs);
 	n->plan = p;
@@ -326,17 +347,35 @@ sa_plan(const char *sql, int nargs, const Oid *argtypes)
 	return p;
 }
 
-/* Run a cached plan; returns SPI_processed, ERROR on an unexpected code. */
 static uint64
-sa_exec(const char *sql, int nargs, const Oid *argtypes, Datum *values,
-		const char *nulls, bool read_only, int expect)
+sa_exec_plan(SPIPlanPtr p, const char *sql, Datum *values, const char *nulls,
+			 bool read_only, int expect)
 {
-	SPIPlanPtr	p = sa_plan(sql, nargs, argtypes);
 	int			rc = SPI_execute_plan(p, values, nulls, read_only, 0);
 
 	if (rc != expect)
 		elog(ERROR, "\"%s\" returned %s", sql, SPI_result_code_string(rc));
 	return SPI_processed;
+}
+
+/* Run a cached plan; returns SPI_processed, ERROR on an unexpected code. */
+static uint64
+sa_exec(const char *sql, int nargs, const Oid *argtypes, Datum *values,
+		const char *nulls, bool read_only, int expect)
+{
+	return sa_exec_plan(sa_plan(sql, nargs, argtypes, false), sql, values, nulls, read_only, expect);
+}
+
+/*
+ * The same, planned for each execution's values: for the statements run
+ * once per segment over arrays of keys, where a generic plan made while a
+ * table was small (a sequential scan) would stay when it has grown.
+ */
+static uint64
+sa_exec_custom(const char *sql, int nargs, const Oid *argtypes, Datum *values,
+			   const char *nulls, bool read_only, int expect)
+{
+	return sa_exec_plan(sa_plan(sql, nargs, argtypes, true), sql, values, nulls, read_only, expect);
 }
 
 /* ------------------------------------------------------------------------
@@ -362,26 +401,6 @@ sa_add_res(SaCall *c, bool has_seq, int64 seq, const char *status,
 	c->res[c->nres].message = message != NULL ? pstrdup(message) : NULL;
 	c->nres++;
 	MemoryContextSwitchTo(old);
-}
-
-/* The text of a scalar JSON value ("" for null), for hashing keys. */
-static char *
-sa_json_scalar_text(const JsonbValue *v)
-{
-	switch (v->type)
-	{
-		case jbvNull:
-			return "";
-		case jbvBool:
-			return v->val.boolean ? "true" : "false";
-		case jbvNumeric:
-			return DatumGetCString(DirectFunctionCall1(numeric_out,
-													   NumericGetDatum(v->val.numeric)));
-		case jbvString:
-			return pnstrdup(v->val.string.val, v->val.string.len);
-		default:
-			return "";
-	}
 }
 
 /* A JSON integer in [min, max] into *out. */
@@ -482,13 +501,13 @@ sa_table_reject(SaCall *c, SaTable *t, const char *fmt, const char *arg)
 /*
  * The table an op names, resolved once per batch.  A name that is not a
  * synced table this peer may write yields an SaTable with reject set.
- * Errors only for a malformed name (caught as a rejection by the segment).
  */
 static SaTable *
 sa_table(SaCall *c, const char *given)
 {
 	SaTable    *t;
-	List	   *names;
+	const char *dot;
+	Oid			nspid;
 	Oid			relid;
 	Relation	rel;
 	TupleDesc	desc;
@@ -509,10 +528,16 @@ sa_table(SaCall *c, const char *given)
 	c->tables = t;
 	MemoryContextSwitchTo(old);
 
-	names = stringToQualifiedNameList(given);
-	if (list_length(names) < 2)
-		return sa_table_reject(c, t, "table name \"%s\" is not schema-qualified", given);
-	relid = RangeVarGetRelid(makeRangeVarFromNameList(names), NoLock, true);
+	/*
+	 * "schema.name" as the bridge spells tables in ops: the raw names,
+	 * split at the first dot (no quoting, no case folding), so a table
+	 * round-trips between the down path and apply_ops.
+	 */
+	dot = strchr(given, '.');
+	if (dot == NULL || dot == given || dot[1] == '\0')
+		return sa_table_reject(c, t, "table name \"%s\" is not schema.name", given);
+	nspid = get_namespace_oid(pnstrdup(given, dot - given), true);
+	relid = OidIsValid(nspid) ? get_relname_relid(dot + 1, nspid) : InvalidOid;
 	if (!OidIsValid(relid))
 		return sa_table_reject(c, t, "table \"%s\" does not exist", given);
 
@@ -539,6 +564,7 @@ sa_table(SaCall *c, const char *given)
 	t->relid = relid;
 	t->qualname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 											 RelationGetRelationName(rel));
+	t->relkind = rel->rd_rel->relkind;
 	desc = RelationGetDescr(rel);
 	t->natts = desc->natts;
 	t->atts = palloc0(sizeof(SaAtt) * (desc->natts > 0 ? desc->natts : 1));
@@ -554,6 +580,7 @@ sa_table(SaCall *c, const char *given)
 		t->atts[i].typmod = a->atttypmod;
 		getTypeInputInfo(a->atttypid, &t->atts[i].typinput, &t->atts[i].typioparam);
 		getTypeOutputInfo(a->atttypid, &t->atts[i].typoutput, &varlena);
+		t->atts[i].arraytype = type_is_array(a->atttypid) ? InvalidOid : get_array_type(a->atttypid);
 	}
 	list_free(RelationGetIndexList(rel));	/* fills rd_pkindex */
 	pkoid = rel->rd_pkindex;
@@ -763,6 +790,8 @@ sa_parse_op(SaCall *c, SaOp *op)
 	return NULL;
 }
 
+static char *sa_key_text(const SaTable *t, int n, const AttrNumber *attnums, char *const *texts);
+
 /* Resolve the op's table and convert its values (may ERROR: a rejection). */
 static char *
 sa_prepare_op(SaCall *c, SaOp *op)
@@ -770,8 +799,6 @@ sa_prepare_op(SaCall *c, SaOp *op)
 	JsonbContainer *o = op->elem.val.binary.data;
 	char	   *table = sa_member_str(o, "table");
 	char	   *msg;
-	StringInfoData kj;
-
 	if (table == NULL)
 		return "member \"table\" must be a string";
 	op->t = sa_table(c, table);
@@ -808,65 +835,130 @@ sa_prepare_op(SaCall *c, SaOp *op)
 	for (int i = 0; i < op->nkey; i++)
 		if (op->key[i].isnull)
 			return psprintf("key column \"%s\" is null", op->key[i].name);
-	/* canonical key, for row_clocks and the ledger */
-	initStringInfo(&kj);
-	appendStringInfoChar(&kj, '{');
-	for (int i = 0; i < op->nkey; i++)
+	/* canonical key, for the segment's row map, row_clocks and the ledger */
 	{
-		if (i > 0)
-			appendStringInfoString(&kj, ", ");
-		escape_json(&kj, op->key[i].name);
-		appendStringInfoString(&kj, ": ");
-		escape_json(&kj, op->key[i].text);
+		AttrNumber *atts = palloc(sizeof(AttrNumber) * op->nkey);
+		char	  **texts = palloc(sizeof(char *) * op->nkey);
+
+		for (int i = 0; i < op->nkey; i++)
+		{
+			atts[i] = op->key[i].attnum;
+			texts[i] = op->key[i].text;
+		}
+		op->keytext = sa_key_text(op->t, op->nkey, atts, texts);
 	}
-	appendStringInfoChar(&kj, '}');
-	op->keyjson = DatumGetJsonbP(sa_jsonb_from_text(kj.data));
+	op->keyjson = NULL;
 	return NULL;
 }
 
+/* The op's key as jsonb (for the ledger). */
+static Jsonb *
+sa_keyjson(SaOp *op)
+{
+	if (op->keyjson == NULL)
+		op->keyjson = DatumGetJsonbP(sa_jsonb_from_text(op->keytext));
+	return op->keyjson;
+}
+
 /* ------------------------------------------------------------------------
- * Row access
+ * Rows
+ *
+ * Within a segment every row an op touches is kept in a map keyed by (table,
+ * canonical key text).  For tables with a primary key, the rows of all the
+ * segment's ops are locked up front by one SELECT ... ORDER BY key FOR UPDATE
+ * per table, so two apply_ops calls lock the rows they share in the same
+ * order and queue instead of deadlocking; keys with no row are entered as
+ * missing.  Each write returns the new row version (RETURNING), which
+ * replaces the map's, so later ops of the batch see earlier ops' effects.  A
+ * key that is missing from the map (no primary key), or that someone else
+ * inserted since, is looked up by a SELECT ... FOR UPDATE of its own.
  * ---------------------------------------------------------------------- */
 
-/* SELECT ... FOR UPDATE the op's row (by its key) into row. */
-static void
-sa_lock_row(SaOp *op, SaRow *row)
+typedef struct SaRowNode
 {
-	SaTable    *t = op->t;
-	StringInfoData q;
-	Oid		   *types = palloc(sizeof(Oid) * op->nkey);
-	Datum	   *vals = palloc(sizeof(Datum) * op->nkey);
-	bool		first = true;
-	bool		isnull;
+	Oid			relid;
+	char	   *key;			/* canonical key text */
+	SaRow		row;
+	bool		clock_pending;	/* an unflushed row_clocks entry */
+	bool		write_pending;	/* a queued write (row is not its result yet) */
+	struct SaRowNode *next;
+} SaRowNode;
 
-	initStringInfo(&q);
-	appendStringInfoString(&q, "SELECT ctid, tableoid, xmin");
+typedef struct SaRowEnt
+{
+	uint64		hash;			/* hash key */
+	SaRowNode  *chain;
+} SaRowEnt;
+
+static uint64
+sa_row_hash(Oid relid, const char *key)
+{
+	return hash_combine64(relid, hash_bytes_extended((const unsigned char *) key, strlen(key), 7));
+}
+
+static SaRowNode *
+sa_row_find(SaCall *c, Oid relid, const char *key, bool create)
+{
+	uint64		h = sa_row_hash(relid, key);
+	bool		found;
+	SaRowEnt   *e = hash_search(c->rows, &h, create ? HASH_ENTER : HASH_FIND, &found);
+	SaRowNode  *n;
+
+	if (e == NULL)
+		return NULL;
+	if (!found)
+		e->chain = NULL;
+	for (n = e->chain; n != NULL; n = n->next)
+		if (n->relid == relid && strcmp(n->key, key) == 0)
+			return n;
+	if (!create)
+		return NULL;
+	n = MemoryContextAllocZero(c->segcxt, sizeof *n);
+	n->relid = relid;
+	n->key = MemoryContextStrdup(c->segcxt, key);
+	n->next = e->chain;
+	e->chain = n;
+	return n;
+}
+
+/* The select list every row read and write returns: ctid, tableoid, xmin,
+ * then the table's columns by attnum (NULL for a dropped one). */
+static void
+sa_row_list(StringInfo q, const SaTable *t, const char *alias)
+{
+	appendStringInfo(q, "%sctid, %stableoid, %sxmin", alias, alias, alias);
 	for (int i = 0; i < t->natts; i++)
-		appendStringInfo(&q, ", %s", t->atts[i].name != NULL ? quote_identifier(t->atts[i].name) : "NULL");
-	appendStringInfo(&q, " FROM %s WHERE ", t->qualname);
-	for (int i = 0; i < op->nkey; i++)
-	{
-		SaAtt	   *a = &t->atts[op->key[i].attnum - 1];
+		if (t->atts[i].name != NULL)
+			appendStringInfo(q, ", %s%s", alias, quote_identifier(t->atts[i].name));
+		else
+			appendStringInfoString(q, ", NULL::pg_catalog.text");
+}
 
-		appendStringInfo(&q, "%s%s = $%d", first ? "" : " AND ", quote_identifier(a->name), i + 1);
-		first = false;
-		types[i] = a->typid;
-		vals[i] = op->key[i].datum;
-	}
-	appendStringInfoString(&q, " LIMIT 1 FOR UPDATE");
-	sa_exec(q.data, op->nkey, types, vals, NULL, false, SPI_OK_SELECT);
-	memset(row, 0, sizeof *row);
-	if (SPI_processed == 0)
+/* Copy row i of the current SPI result into row (segment memory). */
+static void
+sa_row_take(SaCall *c, SaTable *t, uint64 i, SaRow *row)
+{
+	TupleDesc	d = SPI_tuptable->tupdesc;
+	HeapTuple	tup = SPI_tuptable->vals[i];
+	bool		isnull;
+	MemoryContext old;
+
+	if (t->rowdesc == NULL)
 	{
-		SPI_freetuptable(SPI_tuptable);
-		return;
+		old = MemoryContextSwitchTo(c->cxt);
+		t->rowdesc = CreateTupleDescCopy(d);
+		MemoryContextSwitchTo(old);
 	}
+	else if (t->rowdesc->natts != d->natts)
+		elog(ERROR, "row layout of %s changed during apply_ops", t->qualname);
+	old = MemoryContextSwitchTo(c->segcxt);
 	row->found = true;
-	row->desc = SPI_tuptable->tupdesc;
-	row->tup = SPI_tuptable->vals[0];
-	row->ctid = *(ItemPointer) DatumGetPointer(SPI_getbinval(row->tup, row->desc, 1, &isnull));
-	row->tableoid = DatumGetObjectId(SPI_getbinval(row->tup, row->desc, 2, &isnull));
-	row->xmin = DatumGetTransactionId(SPI_getbinval(row->tup, row->desc, 3, &isnull));
+	row->tup = heap_copytuple(tup);
+	row->desc = t->rowdesc;
+	MemoryContextSwitchTo(old);
+	row->ctid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tup, d, 1, &isnull));
+	row->tableoid = DatumGetObjectId(SPI_getbinval(tup, d, 2, &isnull));
+	row->xmin = DatumGetTransactionId(SPI_getbinval(tup, d, 3, &isnull));
 }
 
 /* The current text of column attnum (NULL for SQL NULL). */
@@ -874,6 +966,177 @@ static char *
 sa_local_text(const SaRow *row, AttrNumber attnum)
 {
 	return SPI_getvalue(row->tup, row->desc, attnum + 3);
+}
+
+/*
+ * Canonical key text: {"col": "text", ...} over the given columns in
+ * attnum order, texts as the columns' output functions write them.
+ */
+static char *
+sa_key_text(const SaTable *t, int n, const AttrNumber *attnums, char *const *texts)
+{
+	StringInfoData b;
+	bool		first = true;
+
+	initStringInfo(&b);
+	appendStringInfoChar(&b, '{');
+	for (int a = 1; a <= t->natts; a++)
+		for (int i = 0; i < n; i++)
+			if (attnums[i] == a)
+			{
+				if (!first)
+					appendStringInfoString(&b, ", ");
+				first = false;
+				escape_json(&b, t->atts[a - 1].name);
+				appendStringInfoString(&b, ": ");
+				escape_json(&b, texts[i]);
+			}
+	appendStringInfoChar(&b, '}');
+	return b.data;
+}
+
+/* The key text of a row of t (a table with a primary key). */
+static char *
+sa_row_key(const SaTable *t, const SaRow *row)
+{
+	char	  **texts = palloc(sizeof(char *) * t->npk);
+
+	for (int i = 0; i < t->npk; i++)
+	{
+		texts[i] = sa_local_text(row, t->pk[i]);
+		if (texts[i] == NULL)
+			texts[i] = "";
+	}
+	return sa_key_text(t, t->npk, t->pk, texts);
+}
+
+/* SELECT ... FOR UPDATE the op's row by its key, into node. */
+static void
+sa_lock_row(SaCall *c, SaOp *op, SaRowNode *node)
+{
+	SaTable    *t = op->t;
+	StringInfoData q;
+	Oid		   *types = palloc(sizeof(Oid) * op->nkey);
+	Datum	   *vals = palloc(sizeof(Datum) * op->nkey);
+
+	initStringInfo(&q);
+	appendStringInfoString(&q, "SELECT ");
+	sa_row_list(&q, t, "");
+	appendStringInfo(&q, " FROM %s WHERE ", t->qualname);
+	for (int i = 0; i < op->nkey; i++)
+	{
+		SaAtt	   *a = &t->atts[op->key[i].attnum - 1];
+
+		appendStringInfo(&q, "%s%s = $%d", i > 0 ? " AND " : "", quote_identifier(a->name), i + 1);
+		types[i] = a->typid;
+		vals[i] = op->key[i].datum;
+	}
+	appendStringInfoString(&q, " LIMIT 1 FOR UPDATE");
+	sa_exec(q.data, op->nkey, types, vals, NULL, false, SPI_OK_SELECT);
+	memset(&node->row, 0, sizeof node->row);
+	if (SPI_processed > 0)
+		sa_row_take(c, t, 0, &node->row);
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/* The op's row: from the map, else locked now. */
+static SaRowNode *
+sa_row_get(SaCall *c, SaOp *op)
+{
+	SaRowNode  *n = sa_row_find(c, op->t->relid, op->keytext, false);
+
+	if (n == NULL)
+	{
+		n = sa_row_find(c, op->t->relid, op->keytext, true);
+		sa_lock_row(c, op, n);
+	}
+	return n;
+}
+
+/*
+ * Lock, in key order, the rows of every prepared op of [from, to) on a
+ * table with a primary key, and enter them (and the missing keys) in the
+ * map.  One statement per table.
+ */
+static void
+sa_prelock(SaCall *c, SaOp *ops, int from, int to)
+{
+	for (SaTable *t = c->tables; t != NULL; t = t->next)
+	{
+		int			n = 0;
+		Oid		   *argtypes;
+		Datum	   *args;
+		StringInfoData q;
+		bool		arrays_ok = true;
+
+		if (t->reject != NULL || t->npk == 0)
+			continue;
+		for (int i = from; i < to; i++)
+			if (ops[i].prepared && ops[i].prep_msg == NULL && ops[i].t == t)
+				n++;
+		if (n == 0)
+			continue;
+		argtypes = palloc(sizeof(Oid) * t->npk);
+		args = palloc(sizeof(Datum) * t->npk);
+		for (int k = 0; k < t->npk && arrays_ok; k++)
+		{
+			SaAtt	   *a = &t->atts[t->pk[k] - 1];
+			Datum	   *d = palloc(sizeof(Datum) * n);
+			int			m = 0;
+			int16		len;
+			bool		byval;
+			char		align;
+
+			argtypes[k] = get_array_type(a->typid);
+			arrays_ok = OidIsValid(argtypes[k]);
+			for (int i = from; i < to && arrays_ok; i++)
+				if (ops[i].prepared && ops[i].prep_msg == NULL && ops[i].t == t)
+					d[m++] = sa_find(ops[i].key, ops[i].nkey, t->pk[k])->datum;
+			if (!arrays_ok)
+				break;
+			get_typlenbyvalalign(a->typid, &len, &byval, &align);
+			args[k] = PointerGetDatum(construct_array(d, m, a->typid, len, byval, align));
+		}
+		if (!arrays_ok)
+			continue;			/* ops lock their rows one by one */
+		initStringInfo(&q);
+		appendStringInfoString(&q, "SELECT ");
+		sa_row_list(&q, t, "t.");
+		appendStringInfo(&q, " FROM %s AS t WHERE ", t->qualname);
+		if (t->npk == 1)
+			appendStringInfo(&q, "t.%s = ANY ($1)", quote_identifier(t->atts[t->pk[0] - 1].name));
+		else
+		{
+			appendStringInfoChar(&q, '(');
+			for (int k = 0; k < t->npk; k++)
+				appendStringInfo(&q, "%st.%s", k > 0 ? ", " : "",
+								 quote_identifier(t->atts[t->pk[k] - 1].name));
+			appendStringInfoString(&q, ") IN (SELECT * FROM ROWS FROM (");
+			for (int k = 0; k < t->npk; k++)
+				appendStringInfo(&q, "%spg_catalog.unnest($%d)", k > 0 ? ", " : "", k + 1);
+			appendStringInfoString(&q, "))");
+		}
+		appendStringInfoString(&q, " ORDER BY ");
+		for (int k = 0; k < t->npk; k++)
+			appendStringInfo(&q, "%st.%s", k > 0 ? ", " : "",
+							 quote_identifier(t->atts[t->pk[k] - 1].name));
+		appendStringInfoString(&q, " FOR UPDATE OF t");
+		sa_exec_custom(q.data, t->npk, argtypes, args, NULL, false, SPI_OK_SELECT);
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			SaRow		row;
+			SaRowNode  *node;
+
+			memset(&row, 0, sizeof row);
+			sa_row_take(c, t, r, &row);
+			node = sa_row_find(c, t->relid, sa_row_key(t, &row), true);
+			node->row = row;
+		}
+		SPI_freetuptable(SPI_tuptable);
+		for (int i = from; i < to; i++)
+			if (ops[i].prepared && ops[i].prep_msg == NULL && ops[i].t == t)
+				(void) sa_row_find(c, t->relid, ops[i].keytext, true);	/* missing: found = false */
+	}
 }
 
 static bool
@@ -884,22 +1147,47 @@ sa_text_eq(const char *a, const char *b)
 	return strcmp(a, b) == 0;
 }
 
-/* INSERT the op's key and cols; false when the key exists already. */
-static bool
-sa_insert(SaOp *op, TransactionId *xmin)
+/* After a write returned the new version (SPI result row 0): into node, or
+ * under its new key when the write changed the key.  Returns the node that
+ * holds the row now. */
+static SaRowNode *
+sa_row_written(SaCall *c, SaOp *op, SaRowNode *node)
+{
+	SaRow		row;
+
+	memset(&row, 0, sizeof row);
+	sa_row_take(c, op->t, 0, &row);
+	SPI_freetuptable(SPI_tuptable);
+	if (op->t->npk > 0)
+	{
+		char	   *k = sa_row_key(op->t, &row);
+
+		if (strcmp(k, node->key) != 0)
+		{
+			node->row.found = false;	/* the old key has no row now */
+			node = sa_row_find(c, op->t->relid, k, true);
+		}
+	}
+	node->row = row;
+	return node;
+}
+
+/* INSERT the op's key and cols: the node holding the new row, or NULL when
+ * the key exists already. */
+static SaRowNode *
+sa_insert(SaCall *c, SaOp *op, SaRowNode *node)
 {
 	StringInfoData q,
 				vl;
 	int			n = op->nkey + op->ncols;
-	Oid		   *types = palloc(sizeof(Oid) * n);
-	Datum	   *vals = palloc(sizeof(Datum) * n);
+	Oid		   *types = palloc(sizeof(Oid) * (n > 0 ? n : 1));
+	Datum	   *vals = palloc(sizeof(Datum) * (n > 0 ? n : 1));
 	char	   *nulls = palloc(n + 1);
 	int			k = 0;
-	bool		isnull;
 
 	initStringInfo(&q);
 	initStringInfo(&vl);
-	appendStringInfo(&q, "INSERT INTO %s (", op->t->qualname);
+	appendStringInfo(&q, "INSERT INTO %s AS t (", op->t->qualname);
 	for (int s = 0; s < 2; s++)
 	{
 		SaVal	   *vs = s == 0 ? op->key : op->cols;
@@ -919,25 +1207,28 @@ sa_insert(SaOp *op, TransactionId *xmin)
 			k++;
 		}
 	}
-	appendStringInfo(&q, ") VALUES (%s) ON CONFLICT DO NOTHING RETURNING xmin", vl.data);
+	nulls[k] = '\0';
+	appendStringInfo(&q, ") VALUES (%s) ON CONFLICT DO NOTHING RETURNING ", vl.data);
+	sa_row_list(&q, op->t, "t.");
 	if (sa_exec(q.data, k, types, vals, nulls, false, SPI_OK_INSERT_RETURNING) == 0)
-		return false;
-	*xmin = DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	return true;
+	{
+		SPI_freetuptable(SPI_tuptable);
+		return NULL;
+	}
+	return sa_row_written(c, op, node);
 }
 
-/* UPDATE the locked row setting the given values. */
-static TransactionId
-sa_update(SaOp *op, const SaRow *row, SaVal **set, int nset)
+/* UPDATE the locked row setting the given values; the node holding it now. */
+static SaRowNode *
+sa_update(SaCall *c, SaOp *op, SaRowNode *node, SaVal **set, int nset)
 {
 	StringInfoData q;
 	Oid		   *types = palloc(sizeof(Oid) * (nset + 2));
 	Datum	   *vals = palloc(sizeof(Datum) * (nset + 2));
 	char	   *nulls = palloc(nset + 3);
-	bool		isnull;
 
 	initStringInfo(&q);
-	appendStringInfo(&q, "UPDATE %s SET ", op->t->qualname);
+	appendStringInfo(&q, "UPDATE %s AS t SET ", op->t->qualname);
 	for (int i = 0; i < nset; i++)
 	{
 		SaAtt	   *a = &op->t->atts[set[i]->attnum - 1];
@@ -947,21 +1238,22 @@ sa_update(SaOp *op, const SaRow *row, SaVal **set, int nset)
 		vals[i] = set[i]->datum;
 		nulls[i] = set[i]->isnull ? 'n' : ' ';
 	}
-	appendStringInfo(&q, " WHERE ctid = $%d AND tableoid = $%d RETURNING xmin", nset + 1, nset + 2);
+	appendStringInfo(&q, " WHERE t.ctid = $%d AND t.tableoid = $%d RETURNING ", nset + 1, nset + 2);
+	sa_row_list(&q, op->t, "t.");
 	types[nset] = TIDOID;
-	vals[nset] = PointerGetDatum(&row->ctid);
+	vals[nset] = PointerGetDatum(&node->row.ctid);
 	nulls[nset] = ' ';
 	types[nset + 1] = OIDOID;
-	vals[nset + 1] = ObjectIdGetDatum(row->tableoid);
+	vals[nset + 1] = ObjectIdGetDatum(node->row.tableoid);
 	nulls[nset + 1] = ' ';
 	nulls[nset + 2] = '\0';
 	if (sa_exec(q.data, nset + 2, types, vals, nulls, false, SPI_OK_UPDATE_RETURNING) != 1)
 		elog(ERROR, "the locked row of %s vanished", op->t->qualname);
-	return DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return sa_row_written(c, op, node);
 }
 
 static void
-sa_delete(SaOp *op, const SaRow *row)
+sa_delete(SaOp *op, SaRowNode *node)
 {
 	StringInfoData q;
 	Oid			types[2] = {TIDOID, OIDOID};
@@ -969,10 +1261,11 @@ sa_delete(SaOp *op, const SaRow *row)
 
 	initStringInfo(&q);
 	appendStringInfo(&q, "DELETE FROM %s WHERE ctid = $1 AND tableoid = $2", op->t->qualname);
-	vals[0] = PointerGetDatum(&row->ctid);
-	vals[1] = ObjectIdGetDatum(row->tableoid);
+	vals[0] = PointerGetDatum(&node->row.ctid);
+	vals[1] = ObjectIdGetDatum(node->row.tableoid);
 	if (sa_exec(q.data, 2, types, vals, NULL, false, SPI_OK_DELETE) != 1)
 		elog(ERROR, "the locked row of %s vanished", op->t->qualname);
+	node->row.found = false;
 }
 
 /* ------------------------------------------------------------------------
@@ -990,6 +1283,21 @@ typedef struct SaClocks
 	SaClock		plain;			/* clock of a plain-SQL row version */
 } SaClocks;
 
+/* A row_clocks write not yet made: flushed, in one or two statements for
+ * the whole segment, before any read of row_clocks and at its end. */
+typedef struct SaClockPend
+{
+	Oid			relid;
+	char	   *key;
+	bool		tomb;			/* the row was deleted */
+	TransactionId xmin;			/* the version written */
+	char	   *clocks;			/* {"col": [hlc, origin]} of the columns written */
+	int64		base_hlc;
+	char	   *base_origin;
+	bool		merge;			/* an update: keep other columns' clocks if ... */
+	TransactionId old_xmin;		/* ... the entry still describes this version */
+} SaClockPend;
+
 /* The clock of row version xmin, written by plain SQL. */
 static int64
 sa_xmin_hlc(TransactionId xmin)
@@ -1005,21 +1313,141 @@ sa_xmin_hlc(TransactionId xmin)
 	return ms << 16;
 }
 
-static void
-sa_read_clocks(SaOp *op, const SaRow *row, SaClocks *ck)
+static Datum
+sa_array(Datum *d, bool *nulls, int n, Oid elemtype)
 {
-	Oid			types[2] = {OIDOID, JSONBOID};
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int16		len;
+	bool		byval;
+	char		align;
+
+	get_typlenbyvalalign(elemtype, &len, &byval, &align);
+	return PointerGetDatum(construct_md_array(d, nulls, 1, dims, lbs, elemtype, len, byval, align));
+}
+
+/* Write the pending row_clocks entries. */
+static void
+sa_flush_clocks(SaCall *c)
+{
+	int			n = c->npend;
+	Datum	   *relid,
+			   *key,
+			   *xmin,
+			   *clocks,
+			   *bh,
+			   *bo,
+			   *oldx;
+	bool	   *xnull;
+	int			nmerge = 0;
+
+	if (n == 0)
+		return;
+	relid = palloc(sizeof(Datum) * n);
+	key = palloc(sizeof(Datum) * n);
+	xmin = palloc(sizeof(Datum) * n);
+	clocks = palloc(sizeof(Datum) * n);
+	bh = palloc(sizeof(Datum) * n);
+	bo = palloc(sizeof(Datum) * n);
+	oldx = palloc(sizeof(Datum) * n);
+	xnull = palloc0(sizeof(bool) * n);
+
+	/* 1: updates whose entry still describes the version they replaced keep
+	 * the other columns' clocks */
+	for (int i = 0; i < n; i++)
+	{
+		SaClockPend *p = &c->pend[i];
+
+		if (!p->merge)
+			continue;
+		relid[nmerge] = ObjectIdGetDatum(p->relid);
+		key[nmerge] = CStringGetTextDatum(p->key);
+		xmin[nmerge] = TransactionIdGetDatum(p->xmin);
+		clocks[nmerge] = sa_jsonb_from_text(p->clocks);
+		oldx[nmerge] = TransactionIdGetDatum(p->old_xmin);
+		nmerge++;
+	}
+	if (nmerge > 0)
+	{
+		Oid			types[5] = {OIDARRAYOID, TEXTARRAYOID, XIDARRAYOID, JSONBARRAYOID, XIDARRAYOID};
+		Datum		args[5];
+
+		args[0] = sa_array(relid, NULL, nmerge, OIDOID);
+		args[1] = sa_array(key, NULL, nmerge, TEXTOID);
+		args[2] = sa_array(xmin, NULL, nmerge, XIDOID);
+		args[3] = sa_array(clocks, NULL, nmerge, JSONBOID);
+		args[4] = sa_array(oldx, NULL, nmerge, XIDOID);
+		sa_exec("UPDATE softadastra.row_clocks AS rc "
+				"SET row_xmin = u.row_xmin, clocks = rc.clocks || u.clocks "
+				"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
+				"pg_catalog.unnest($4), pg_catalog.unnest($5)) AS u(relid, key, row_xmin, clocks, old_xmin) "
+				"WHERE rc.relid = u.relid AND rc.key = u.key AND rc.row_xmin = u.old_xmin",
+				5, types, args, NULL, false, SPI_OK_UPDATE);
+	}
+
+	/* 2: every other entry replaces what was there (an updated entry now
+	 * holds the new version and is left alone) */
+	for (int i = 0; i < n; i++)
+	{
+		SaClockPend *p = &c->pend[i];
+
+		relid[i] = ObjectIdGetDatum(p->relid);
+		key[i] = CStringGetTextDatum(p->key);
+		xmin[i] = TransactionIdGetDatum(p->xmin);
+		xnull[i] = p->tomb;
+		clocks[i] = sa_jsonb_from_text(p->clocks);
+		bh[i] = Int64GetDatum(p->base_hlc);
+		bo[i] = CStringGetTextDatum(p->base_origin);
+	}
+	{
+		Oid			types[6] = {OIDARRAYOID, TEXTARRAYOID, XIDARRAYOID, JSONBARRAYOID,
+		INT8ARRAYOID, TEXTARRAYOID};
+		Datum		args[6];
+
+		args[0] = sa_array(relid, NULL, n, OIDOID);
+		args[1] = sa_array(key, NULL, n, TEXTOID);
+		args[2] = sa_array(xmin, xnull, n, XIDOID);
+		args[3] = sa_array(clocks, NULL, n, JSONBOID);
+		args[4] = sa_array(bh, NULL, n, INT8OID);
+		args[5] = sa_array(bo, NULL, n, TEXTOID);
+		sa_exec("INSERT INTO softadastra.row_clocks AS rc "
+				"(relid, key, row_xmin, clocks, base_hlc, base_origin) "
+				"SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
+				"pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6)) "
+				"ON CONFLICT (relid, key) DO UPDATE SET row_xmin = EXCLUDED.row_xmin, "
+				"clocks = EXCLUDED.clocks, base_hlc = EXCLUDED.base_hlc, "
+				"base_origin = EXCLUDED.base_origin "
+				"WHERE rc.row_xmin IS DISTINCT FROM EXCLUDED.row_xmin OR EXCLUDED.row_xmin IS NULL",
+				6, types, args, NULL, false, SPI_OK_INSERT);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		SaRowNode  *node = sa_row_find(c, c->pend[i].relid, c->pend[i].key, false);
+
+		if (node != NULL)
+			node->clock_pending = false;
+	}
+	c->npend = 0;
+}
+
+static void
+sa_read_clocks(SaCall *c, SaOp *op, SaRowNode *node, SaClocks *ck)
+{
+	const SaRow *row = &node->row;
+	Oid			types[2] = {OIDOID, TEXTOID};
 	Datum		vals[2];
 	bool		isnull;
 
 	if (ck->loaded)
 		return;
+	if (node->clock_pending)
+		sa_flush_clocks(c);		/* this key's entry is not written yet */
 	memset(ck, 0, sizeof *ck);
 	ck->loaded = true;
 	ck->base.origin = "pg";
 	ck->plain.origin = "pg";
 	vals[0] = ObjectIdGetDatum(op->t->relid);
-	vals[1] = JsonbPGetDatum(op->keyjson);
+	vals[1] = CStringGetTextDatum(op->keytext);
 	if (sa_exec("SELECT row_xmin, clocks, base_hlc, base_origin FROM softadastra.row_clocks "
 				"WHERE relid = $1 AND key = $2", 2, types, vals, NULL, false, SPI_OK_SELECT) == 1)
 	{
@@ -1034,6 +1462,7 @@ sa_read_clocks(SaOp *op, const SaRow *row, SaClocks *ck)
 		ck->base.hlc = DatumGetInt64(SPI_getbinval(tup, d, 3, &isnull));
 		ck->base.origin = SPI_getvalue(tup, d, 4);
 	}
+	SPI_freetuptable(SPI_tuptable);
 	if (row->found)
 		ck->plain.hlc = sa_xmin_hlc(row->xmin);
 	else
@@ -1083,23 +1512,22 @@ sa_row_clock(const SaOp *op, const SaClocks *ck)
 }
 
 /*
- * Record the clocks after apply_ops wrote the row (new version xmin) or
- * deleted it.  written: the columns written with the op's clock.  An
- * update keeps the clocks of the other columns when the entry still
- * describes the version it replaced (decided in SQL, so the common path
- * never reads row_clocks); otherwise they all take that version's clock.
+ * Queue the clocks after apply_ops wrote the row (before: the version it
+ * replaced; after: node's row now) or deleted it.  written: the columns
+ * written with the op's clock.  An update keeps the other columns' clocks
+ * when the entry still describes the version it replaced; otherwise they
+ * all take that version's clock.
  */
 static void
-sa_write_clocks(SaOp *op, const SaRow *before, bool deleted,
-				TransactionId xmin, SaVal **written, int nwritten)
+sa_write_clocks(SaCall *c, SaOp *op, const SaRow *before, SaRowNode *node, bool deleted,
+				SaVal **written, int nwritten)
 {
-	Oid			types[8] = {OIDOID, JSONBOID, XIDOID, JSONBOID, INT8OID, TEXTOID, BOOLOID, XIDOID};
-	Datum		vals[8];
-	char		nulls[9] = "        ";
 	StringInfoData cj;
-	SaClock		base;
-	bool		merge = false;
+	SaClockPend *p;
+	MemoryContext old;
 
+	if (node->clock_pending)
+		sa_flush_clocks(c);		/* one entry per key and flush */
 	initStringInfo(&cj);
 	appendStringInfoChar(&cj, '{');
 	for (int i = 0; i < nwritten && !deleted; i++)
@@ -1112,36 +1540,36 @@ sa_write_clocks(SaOp *op, const SaRow *before, bool deleted,
 		appendStringInfoChar(&cj, ']');
 	}
 	appendStringInfoChar(&cj, '}');
+
+	old = MemoryContextSwitchTo(c->segcxt);
+	if (c->npend == c->cappend)
+	{
+		c->cappend = c->cappend == 0 ? 64 : c->cappend * 2;
+		c->pend = c->pend == NULL ? palloc(sizeof(SaClockPend) * c->cappend)
+			: repalloc(c->pend, sizeof(SaClockPend) * c->cappend);
+	}
+	p = &c->pend[c->npend++];
+	memset(p, 0, sizeof *p);
+	p->relid = op->t->relid;
+	p->key = pstrdup(node->key);
+	p->tomb = deleted;
+	p->xmin = deleted ? InvalidTransactionId : GetCurrentTransactionId();	/* the segment's writes */
+	p->clocks = pstrdup(cj.data);
 	if (deleted || !before->found)
 	{
 		/* a tombstone, or an insert: its defaults count as its writes */
-		base.hlc = op->hlc;
-		base.origin = op->origin;
+		p->base_hlc = op->hlc;
+		p->base_origin = pstrdup(op->origin);
 	}
 	else
 	{
-		base.hlc = sa_xmin_hlc(before->xmin);
-		base.origin = "pg";
-		merge = true;
+		p->base_hlc = sa_xmin_hlc(before->xmin);
+		p->base_origin = "pg";
+		p->merge = true;
+		p->old_xmin = before->xmin;
 	}
-	vals[0] = ObjectIdGetDatum(op->t->relid);
-	vals[1] = JsonbPGetDatum(op->keyjson);
-	vals[2] = TransactionIdGetDatum(xmin);
-	if (deleted)
-		nulls[2] = 'n';
-	vals[3] = sa_jsonb_from_text(cj.data);
-	vals[4] = Int64GetDatum(base.hlc);
-	vals[5] = CStringGetTextDatum(base.origin);
-	vals[6] = BoolGetDatum(merge);
-	vals[7] = TransactionIdGetDatum(before->found ? before->xmin : InvalidTransactionId);
-	sa_exec("INSERT INTO softadastra.row_clocks AS rc "
-			"(relid, key, row_xmin, clocks, base_hlc, base_origin) "
-			"VALUES ($1, $2, $3, $4, $5, $6) "
-			"ON CONFLICT (relid, key) DO UPDATE SET row_xmin = $3, "
-			"clocks = CASE WHEN $7 AND rc.row_xmin = $8 THEN rc.clocks || $4 ELSE $4 END, "
-			"base_hlc = CASE WHEN $7 AND rc.row_xmin = $8 THEN rc.base_hlc ELSE $5 END, "
-			"base_origin = CASE WHEN $7 AND rc.row_xmin = $8 THEN rc.base_origin ELSE $6 END",
-			8, types, vals, nulls, false, SPI_OK_INSERT);
+	MemoryContextSwitchTo(old);
+	node->clock_pending = true;
 }
 
 /* ------------------------------------------------------------------------
@@ -1228,7 +1656,7 @@ sa_record_conflict(SaCall *c, SaOp *op, const char *kind, char **cols, int ncols
 
 	initStringInfo(&b);
 	vals[0] = CStringGetTextDatum(op->t->qualname);
-	vals[1] = JsonbPGetDatum(op->keyjson);
+	vals[1] = JsonbPGetDatum(sa_keyjson(op));
 	vals[2] = CStringGetTextDatum(kind);
 	vals[3] = CStringGetTextDatum(c->peer);
 	vals[4] = Int64GetDatum(c->epoch);
@@ -1277,18 +1705,279 @@ sa_record_rejection(SaCall *c, SaOp *op, const char *message)
 			"VALUES ($1, $2, $3, $4, $5)", 5, types, vals, nulls, false, SPI_OK_INSERT);
 }
 
-/* The loop: tell the bridge's decoder which op the next changes come from. */
+/* ------------------------------------------------------------------------
+ * Writes
+ *
+ * An op's write is queued, and the queue is written in as few statements
+ * as its order allows: consecutive writes of one kind to one table with
+ * the same columns become one INSERT ... SELECT FROM unnest(...), UPDATE
+ * ... FROM unnest(...) (rows found by ctid) or DELETE ... WHERE ctid =
+ * ANY(...).  The queue is flushed, in order, before an op touches a row
+ * with a queued write, before a conflict is recorded, and at the end of
+ * the segment.  Writes that cannot go through arrays (tables without a
+ * primary key, partitioned tables, array-typed columns, updates of the
+ * key) are made at once, one statement each.
+ * ---------------------------------------------------------------------- */
+
+typedef enum SaWriteKind
+{
+	SA_W_INSERT,
+	SA_W_UPDATE,
+	SA_W_DELETE
+} SaWriteKind;
+
+typedef struct SaWrite
+{
+	SaWriteKind kind;
+	SaTable    *t;
+	SaOp	   *op;
+	SaRowNode  *node;
+	int			nvals;
+	SaVal	  **vals;			/* insert: every value; update: those set */
+} SaWrite;
+
+/* The loop: tell the bridge's decoder which ops the next changes come from. */
 static void
-sa_emit_origin(SaCall *c, SaOp *op)
+sa_emit_origin(SaCall *c, int64 from, int64 to)
 {
 	StringInfoData b;
 
 	initStringInfo(&b);
 	appendStringInfoString(&b, "{\"peer\": ");
 	escape_json(&b, c->peer);
-	appendStringInfo(&b, ", \"epoch\": " INT64_FORMAT ", \"seq\": " INT64_FORMAT
-					 ", \"hlc\": " INT64_FORMAT "}", c->epoch, op->seq, op->hlc);
+	appendStringInfo(&b, ", \"epoch\": " INT64_FORMAT ", \"from\": " INT64_FORMAT
+					 ", \"to\": " INT64_FORMAT "}", c->epoch, from, to);
 	SA_LOG_LOGICAL_MESSAGE("softadastra", b.data, b.len, true);
+}
+
+/* Can these values of t go through arrays? */
+static bool
+sa_batchable(const SaTable *t, SaWriteKind kind, SaVal **vals, int n)
+{
+	if (t->npk == 0 || t->relkind != RELKIND_RELATION)
+		return false;
+	for (int i = 0; i < n; i++)
+	{
+		const SaAtt *a = &t->atts[vals[i]->attnum - 1];
+
+		if (!OidIsValid(a->arraytype))
+			return false;		/* an array column, or a type without arrays */
+		if (kind == SA_W_UPDATE)
+			for (int k = 0; k < t->npk; k++)
+				if (t->pk[k] == vals[i]->attnum)
+					return false;	/* the key changes: found again by its new key */
+	}
+	return true;
+}
+
+static bool
+sa_same_group(const SaWrite *a, const SaWrite *b)
+{
+	if (a->kind != b->kind || a->t != b->t || a->nvals != b->nvals)
+		return false;
+	for (int i = 0; i < a->nvals; i++)
+		if (a->vals[i]->attnum != b->vals[i]->attnum)
+			return false;
+	return true;
+}
+
+/* One array parameter: column attnum's values over the group. */
+static Datum
+sa_group_array(const SaWrite *w, int n, int col)
+{
+	const SaAtt *a = &w[0].t->atts[w[0].vals[col]->attnum - 1];
+	Datum	   *d = palloc(sizeof(Datum) * n);
+	bool	   *nulls = palloc(sizeof(bool) * n);
+
+	for (int i = 0; i < n; i++)
+	{
+		d[i] = w[i].vals[col]->datum;
+		nulls[i] = w[i].vals[col]->isnull;
+	}
+	return sa_array(d, nulls, n, a->typid);
+}
+
+/* Write n queued writes of one group (sa_same_group) in one statement. */
+static void
+sa_flush_group(SaCall *c, SaWrite *w, int n)
+{
+	SaTable    *t = w[0].t;
+	int			nv = w[0].nvals;
+	int			np = nv + (w[0].kind == SA_W_INSERT ? 0 : 1);
+	Oid		   *types = palloc(sizeof(Oid) * (np > 0 ? np : 1));
+	Datum	   *args = palloc(sizeof(Datum) * (np > 0 ? np : 1));
+	StringInfoData q;
+	uint64		done;
+
+	sa_emit_origin(c, w[0].op->seq, w[n - 1].op->seq);
+	initStringInfo(&q);
+	if (w[0].kind != SA_W_INSERT)
+	{
+		Datum	   *ctids = palloc(sizeof(Datum) * n);
+
+		for (int i = 0; i < n; i++)
+			ctids[i] = PointerGetDatum(&w[i].node->row.ctid);
+		types[0] = TIDARRAYOID;
+		args[0] = sa_array(ctids, NULL, n, TIDOID);
+	}
+	for (int k = 0; k < nv; k++)
+	{
+		int			p = np - nv + k;
+
+		types[p] = t->atts[w[0].vals[k]->attnum - 1].arraytype;
+		args[p] = sa_group_array(w, n, k);
+	}
+
+	switch (w[0].kind)
+	{
+		case SA_W_INSERT:
+			appendStringInfo(&q, "INSERT INTO %s AS t (", t->qualname);
+			for (int k = 0; k < nv; k++)
+				appendStringInfo(&q, "%s%s", k > 0 ? ", " : "",
+								 quote_identifier(t->atts[w[0].vals[k]->attnum - 1].name));
+			appendStringInfoString(&q, ") SELECT * FROM ROWS FROM (");
+			for (int k = 0; k < nv; k++)
+				appendStringInfo(&q, "%spg_catalog.unnest($%d)", k > 0 ? ", " : "", k + 1);
+			appendStringInfoString(&q, ") ON CONFLICT DO NOTHING RETURNING ");
+			sa_row_list(&q, t, "t.");
+			done = sa_exec(q.data, np, types, args, NULL, false, SPI_OK_INSERT_RETURNING);
+			if (done != (uint64) n)
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("rows of %s were inserted by another session meanwhile",
+								t->qualname)));
+			break;
+		case SA_W_UPDATE:
+			appendStringInfo(&q, "UPDATE %s AS t SET (", t->qualname);
+			for (int k = 0; k < nv; k++)
+				appendStringInfo(&q, "%s%s", k > 0 ? ", " : "",
+								 quote_identifier(t->atts[w[0].vals[k]->attnum - 1].name));
+			appendStringInfoString(&q, ") = ROW(");
+			for (int k = 0; k < nv; k++)
+				appendStringInfo(&q, "%su.v%d", k > 0 ? ", " : "", k + 1);
+			appendStringInfoString(&q, ") FROM ROWS FROM (pg_catalog.unnest($1)");
+			for (int k = 0; k < nv; k++)
+				appendStringInfo(&q, ", pg_catalog.unnest($%d)", k + 2);
+			appendStringInfoString(&q, ") AS u(sa_ctid");
+			for (int k = 0; k < nv; k++)
+				appendStringInfo(&q, ", v%d", k + 1);
+			appendStringInfoString(&q, ") WHERE t.ctid = u.sa_ctid RETURNING ");
+			sa_row_list(&q, t, "t.");
+			done = sa_exec(q.data, np, types, args, NULL, false, SPI_OK_UPDATE_RETURNING);
+			if (done != (uint64) n)
+				elog(ERROR, "%d locked rows of %s vanished", n - (int) done, t->qualname);
+			break;
+		case SA_W_DELETE:
+			appendStringInfo(&q, "DELETE FROM %s WHERE ctid = ANY ($1)", t->qualname);
+			done = sa_exec(q.data, 1, types, args, NULL, false, SPI_OK_DELETE);
+			if (done != (uint64) n)
+				elog(ERROR, "%d locked rows of %s vanished", n - (int) done, t->qualname);
+			SPI_freetuptable(SPI_tuptable);
+			for (int i = 0; i < n; i++)
+				w[i].node->write_pending = false;
+			return;
+	}
+	/* the new versions, into the map by key */
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		SaRow		row;
+		SaRowNode  *node;
+
+		memset(&row, 0, sizeof row);
+		sa_row_take(c, t, r, &row);
+		node = sa_row_find(c, t->relid, sa_row_key(t, &row), true);
+		node->row = row;
+		node->write_pending = false;
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/* Write every queued write, in order. */
+static void
+sa_flush_writes(SaCall *c)
+{
+	int			i = 0;
+
+	c->in_flush = true;
+	while (i < c->nwq)
+	{
+		int			j = i + 1;
+
+		while (j < c->nwq && sa_same_group(&c->wq[i], &c->wq[j]))
+			j++;
+		sa_flush_group(c, &c->wq[i], j - i);
+		i = j;
+	}
+	c->nwq = 0;
+	c->in_flush = false;
+}
+
+/*
+ * The op's write: queued, or made at once (see above).  Returns the node
+ * holding the row, or NULL for an insert that found its key taken (made at
+ * once only; a queued insert that does fails the segment, to be run again).
+ */
+static SaRowNode *
+sa_write(SaCall *c, SaWriteKind kind, SaOp *op, SaRowNode *node, SaVal **vals, int n)
+{
+	SaWrite    *w;
+	MemoryContext old;
+
+	if (c->no_batch || !sa_batchable(op->t, kind, vals, n))
+	{
+		if (c->nwq > 0)
+			sa_flush_writes(c);	/* keep the order */
+		sa_emit_origin(c, op->seq, op->seq);
+		switch (kind)
+		{
+			case SA_W_INSERT:
+				{
+					SaOp		ins = *op;
+					SaVal	   *cols = palloc(sizeof(SaVal) * (n > 0 ? n : 1));
+					int			k = 0;
+
+					for (int i = 0; i < n; i++)
+						if (sa_find(op->key, op->nkey, vals[i]->attnum) == NULL)
+							cols[k++] = *vals[i];
+					ins.cols = cols;
+					ins.ncols = k;
+					return sa_insert(c, &ins, node);
+				}
+			case SA_W_UPDATE:
+				return sa_update(c, op, node, vals, n);
+			case SA_W_DELETE:
+				sa_delete(op, node);
+				return node;
+		}
+	}
+	old = MemoryContextSwitchTo(c->segcxt);
+	if (c->nwq == c->capwq)
+	{
+		c->capwq = c->capwq == 0 ? 64 : c->capwq * 2;
+		c->wq = c->wq == NULL ? palloc(sizeof(SaWrite) * c->capwq)
+			: repalloc(c->wq, sizeof(SaWrite) * c->capwq);
+	}
+	w = &c->wq[c->nwq++];
+	w->kind = kind;
+	w->t = op->t;
+	w->op = op;
+	w->node = node;
+	w->nvals = n;
+	w->vals = palloc(sizeof(SaVal *) * (n > 0 ? n : 1));
+	for (int i = 0; i < n; i++)
+	{
+		/* the struct may live in the op's memory; its datum lives in the
+		 * segment's (sa_prepare_op) */
+		SaVal	   *v = palloc(sizeof(SaVal));
+
+		*v = *vals[i];
+		w->vals[i] = v;
+	}
+	MemoryContextSwitchTo(old);
+	node->write_pending = true;
+	if (kind == SA_W_DELETE)
+		node->row.found = false;
+	return node;
 }
 
 /* ------------------------------------------------------------------------
@@ -1302,8 +1991,10 @@ sa_emit_origin(SaCall *c, SaOp *op)
 static void
 sa_apply_one(SaCall *c, SaOp *op)
 {
-	char	   *msg = op->reject != NULL ? op->reject : sa_prepare_op(c, op);
-	SaRow		row;
+	char	   *msg = op->reject != NULL ? op->reject : op->prep_msg;
+	SaRowNode  *node;
+	SaRow	   *row;
+	SaRow		before;
 	SaClocks	ck;
 	bool		lww;
 	int			attempts = 0;
@@ -1316,17 +2007,27 @@ sa_apply_one(SaCall *c, SaOp *op)
 	}
 	lww = op->t->strategy == SA_LWW;
 
+	Assert(op->prepared);
+	node = sa_row_get(c, op);
+	if (node->write_pending)
+		sa_flush_writes(c);		/* its row must be current */
 relock:
-	sa_lock_row(op, &row);
+	row = &node->row;
+	before = *row;
 	memset(&ck, 0, sizeof ck);	/* read when a lww decision needs it */
 
-	if (op->kind == SA_INSERT && !row.found)
+	if (op->kind == SA_INSERT && !row->found)
 	{
-		TransactionId xmin;
-		SaVal	  **w;
+		SaRowNode  *now;
+		SaVal	  **w = palloc(sizeof(SaVal *) * (op->nkey + op->ncols));
+		int			nw = 0;
 
-		sa_emit_origin(c, op);
-		if (!sa_insert(op, &xmin))
+		for (int i = 0; i < op->nkey; i++)
+			w[nw++] = &op->key[i];
+		for (int i = 0; i < op->ncols; i++)
+			if (sa_find(op->key, op->nkey, op->cols[i].attnum) == NULL)
+				w[nw++] = &op->cols[i];
+		if ((now = sa_write(c, SA_W_INSERT, op, node, w, nw)) == NULL)
 		{
 			/* a concurrent insert of the key, or another unique constraint */
 			if (++attempts > 2)
@@ -1334,17 +2035,11 @@ relock:
 						(errcode(ERRCODE_UNIQUE_VIOLATION),
 						 errmsg("insert into %s conflicts with a unique constraint other than its key",
 								op->t->qualname)));
+			sa_lock_row(c, op, node);
 			goto relock;
 		}
 		if (lww)
-		{
-			w = palloc(sizeof(SaVal *) * (op->nkey + op->ncols));
-			for (int i = 0; i < op->nkey; i++)
-				w[i] = &op->key[i];
-			for (int i = 0; i < op->ncols; i++)
-				w[op->nkey + i] = &op->cols[i];
-			sa_write_clocks(op, &row, false, xmin, w, op->nkey + op->ncols);
-		}
+			sa_write_clocks(c, op, &before, now, false, w, nw);
 		sa_add_res(c, true, op->seq, "applied", 0, NULL);
 		return;
 	}
@@ -1361,7 +2056,7 @@ relock:
 		int			resolution;
 		int64		cid = 0;
 
-		if (!row.found)
+		if (!row->found)
 		{
 			/* update_missing */
 			SaClock		del;
@@ -1369,7 +2064,7 @@ relock:
 			bool		take;
 
 			if (lww)
-				sa_read_clocks(op, &row, &ck);
+				sa_read_clocks(c, op, node, &ck);
 			del = sa_col_clock(&ck, NULL);
 
 			/* del: when apply_ops deleted it, else (plain SQL) now */
@@ -1382,11 +2077,10 @@ relock:
 			for (int i = 0; i < op->ncols; i++)
 				conf[nconf++] = op->cols[i].name;
 			resolution = op->t->strategy == SA_MANUAL ? SA_OPEN : take ? SA_APPLIED_REMOTE : SA_KEPT_LOCAL;
-			cid = sa_record_conflict(c, op, "update_missing", conf, nconf, &row, resolution);
+			cid = sa_record_conflict(c, op, "update_missing", conf, nconf, row, resolution);
 			if (take)
 			{
-				TransactionId xmin;
-				SaOp		ins = *op;
+				SaRowNode  *now;
 				SaVal	   *all = palloc(sizeof(SaVal) * (op->ncols + op->nbase));
 				int			n = 0;
 				SaVal	  **w;
@@ -1398,23 +2092,18 @@ relock:
 					if (sa_find(op->cols, op->ncols, op->base[i].attnum) == NULL &&
 						sa_find(op->key, op->nkey, op->base[i].attnum) == NULL)
 						all[n++] = op->base[i];
-				ins.cols = all;
-				ins.ncols = n;
-				sa_emit_origin(c, op);
-				if (!sa_insert(&ins, &xmin))
+				w = palloc(sizeof(SaVal *) * (n + op->nkey));
+				for (int i = 0; i < op->nkey; i++)
+					w[i] = &op->key[i];
+				for (int i = 0; i < n; i++)
+					w[op->nkey + i] = &all[i];
+				if ((now = sa_write(c, SA_W_INSERT, op, node, w, n + op->nkey)) == NULL)
 					ereport(ERROR,
 							(errcode(ERRCODE_UNIQUE_VIOLATION),
 							 errmsg("re-inserting a deleted row of %s conflicts with a unique constraint",
 									op->t->qualname)));
 				if (lww)
-				{
-					w = palloc(sizeof(SaVal *) * (n + op->nkey));
-					for (int i = 0; i < op->nkey; i++)
-						w[i] = &op->key[i];
-					for (int i = 0; i < n; i++)
-						w[op->nkey + i] = &all[i];
-					sa_write_clocks(op, &row, false, xmin, w, n + op->nkey);
-				}
+					sa_write_clocks(c, op, &before, now, false, w, n + op->nkey);
 			}
 			sa_add_res(c, true, op->seq, "conflict", cid, NULL);
 			return;
@@ -1431,7 +2120,7 @@ relock:
 			for (int i = 0; i < nv; i++)
 			{
 				SaVal	   *v = &vs[i];
-				char	   *local = sa_local_text(&row, v->attnum);
+				char	   *local = sa_local_text(row, v->attnum);
 				bool		conflict;
 
 				if (s == 1 && sa_find(op->cols, op->ncols, v->attnum) != NULL)
@@ -1462,7 +2151,7 @@ relock:
 						{
 							SaClock		mine = {op->hlc, op->origin};
 
-							sa_read_clocks(op, &row, &ck);
+							sa_read_clocks(c, op, node, &ck);
 							if (sa_clock_gt(mine, sa_col_clock(&ck, v->name)))
 							{
 								set[nset++] = v;
@@ -1485,27 +2174,26 @@ relock:
 				resolution = SA_KEPT_LOCAL;
 			else
 				resolution = SA_MERGED;
-			cid = sa_record_conflict(c, op, kind, conf, nconf, &row, resolution);
+			cid = sa_record_conflict(c, op, kind, conf, nconf, row, resolution);
 		}
 		if (nset > 0)
 		{
-			TransactionId xmin;
+			SaRowNode  *now;
 
-			sa_emit_origin(c, op);
-			xmin = sa_update(op, &row, set, nset);
+			now = sa_write(c, SA_W_UPDATE, op, node, set, nset);
 			if (lww)
-				sa_write_clocks(op, &row, false, xmin, set, nset);
+				sa_write_clocks(c, op, &before, now, false, set, nset);
 		}
 		sa_add_res(c, true, op->seq, nconf > 0 ? "conflict" : "applied", cid, NULL);
 		return;
 	}
 
 	/* delete */
-	if (!row.found)
+	if (!row->found)
 	{
 		int			resolution = op->t->strategy == SA_MANUAL ? SA_OPEN
 			: op->t->strategy == SA_SERVER_WINS ? SA_KEPT_LOCAL : SA_APPLIED_REMOTE;
-		int64		cid = sa_record_conflict(c, op, "delete_missing", NULL, 0, &row, resolution);
+		int64		cid = sa_record_conflict(c, op, "delete_missing", NULL, 0, row, resolution);
 
 		sa_add_res(c, true, op->seq, "conflict", cid, NULL);
 		return;
@@ -1518,7 +2206,7 @@ relock:
 
 		for (int i = 0; i < op->nbase; i++)
 		{
-			char	   *local = sa_local_text(&row, op->base[i].attnum);
+			char	   *local = sa_local_text(row, op->base[i].attnum);
 
 			if (!sa_text_eq(local, op->base[i].text))
 				conf[nconf++] = op->base[i].name;
@@ -1534,21 +2222,20 @@ relock:
 					take = true;
 					break;
 				case SA_LWW:
-					sa_read_clocks(op, &row, &ck);
+					sa_read_clocks(c, op, node, &ck);
 					take = sa_clock_gt(mine, sa_row_clock(op, &ck));
 					break;
 				default:
 					take = false;
 			}
 			resolution = op->t->strategy == SA_MANUAL ? SA_OPEN : take ? SA_APPLIED_REMOTE : SA_KEPT_LOCAL;
-			cid = sa_record_conflict(c, op, "delete_differ", conf, nconf, &row, resolution);
+			cid = sa_record_conflict(c, op, "delete_differ", conf, nconf, row, resolution);
 		}
 		if (take)
 		{
-			sa_emit_origin(c, op);
-			sa_delete(op, &row);
+			(void) sa_write(c, SA_W_DELETE, op, node, NULL, 0);
 			if (lww)
-				sa_write_clocks(op, &row, true, InvalidTransactionId, NULL, 0);
+				sa_write_clocks(c, op, &before, node, true, NULL, 0);
 		}
 		sa_add_res(c, true, op->seq, nconf > 0 ? "conflict" : "applied", cid, NULL);
 	}
@@ -1582,11 +2269,15 @@ sa_is_retryable(int sqlerrcode)
 }
 
 /*
- * Run ops [from, to) (parsed; from's seq is watermark + 1) in one
- * subtransaction.  Returns -1 when all ran (or a gap stopped them: c->gap),
- * else the index of the op whose bad input raised an error; the
- * subtransaction is then rolled back and c's results and watermark are
- * as they were, and *why holds the message.
+ * Run ops [from, to) (parsed; the first one to apply has seq watermark + 1)
+ * in one subtransaction, in three steps: prepare the ops it will apply
+ * (tables, values), lock their rows in key order, apply them in seq order;
+ * then write the row clocks they queued.  Returns -1 when all ran (or a gap
+ * stopped them: c->gap); -2 after a deadlock or serialization failure (to
+ * be run again); -3 when a write of several ops' rows failed on bad input
+ * (to be run again writing each op's row at once, c->no_batch); else the index of the op whose bad input raised an error,
+ * with *why its message.  Unless -1, the subtransaction was rolled back and
+ * c's results and watermark are as they were.
  */
 static int
 sa_run_segment(SaCall *c, SaOp *ops, int from, int to, char **why)
@@ -1595,14 +2286,57 @@ sa_run_segment(SaCall *c, SaOp *ops, int from, int to, char **why)
 	ResourceOwner oldowner = CurrentResourceOwner;
 	int			nres0 = c->nres;
 	int64		wm0 = c->watermark;
-	volatile int at = from;
-	MemoryContext opcxt = AllocSetContextCreate(oldcxt, "softadastra op", ALLOCSET_DEFAULT_SIZES);
+	volatile int at = -1;
+	MemoryContext segcxt = AllocSetContextCreate(oldcxt, "softadastra segment", ALLOCSET_DEFAULT_SIZES);
+	MemoryContext opcxt = AllocSetContextCreate(segcxt, "softadastra op", ALLOCSET_DEFAULT_SIZES);
+	HASHCTL		ctl;
+	int			result = -1;
+
+	c->segcxt = segcxt;
+	ctl.keysize = sizeof(uint64);
+	ctl.entrysize = sizeof(SaRowEnt);
+	ctl.hcxt = segcxt;
+	c->rows = hash_create("softadastra rows", 256, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	c->pend = NULL;
+	c->npend = c->cappend = 0;
+	c->wq = NULL;
+	c->nwq = c->capwq = 0;
+	for (int i = from; i < to; i++)
+	{
+		ops[i].prepared = false;
+		ops[i].prep_msg = NULL;
+	}
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		for (; at < to; at++)
+		int64		wm = c->watermark;
+
+		/* 1: prepare the ops this segment applies */
+		MemoryContextSwitchTo(segcxt);
+		for (at = from; at < to; at++)
+		{
+			SaOp	   *op = &ops[at];
+
+			if (!op->has_seq || op->seq <= wm)
+				continue;
+			if (op->seq > wm + 1)
+				break;
+			wm = op->seq;
+			if (op->reject != NULL)
+				continue;
+			op->prep_msg = sa_prepare_op(c, op);
+			op->prepared = true;
+		}
+		at = -1;
+
+		/* 2: lock their rows, in key order */
+		sa_prelock(c, ops, from, to);
+		MemoryContextSwitchTo(oldcxt);
+
+		/* 3: apply them, in seq order */
+		for (at = from; at < to; at++)
 		{
 			SaOp	   *op = &ops[at];
 
@@ -1633,6 +2367,9 @@ sa_run_segment(SaCall *c, SaOp *ops, int from, int to, char **why)
 			MemoryContextReset(opcxt);
 			c->watermark = op->seq;
 		}
+		at = -1;
+		sa_flush_writes(c);
+		sa_flush_clocks(c);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
@@ -1649,86 +2386,37 @@ sa_run_segment(SaCall *c, SaOp *ops, int from, int to, char **why)
 		CurrentResourceOwner = oldowner;
 		c->nres = nres0;
 		c->watermark = wm0;
+		c->gap = 0;
 		if (sa_is_retryable(edata->sqlerrcode))
+			result = -2;
+		else if (c->in_flush && sa_is_bad_input(edata->sqlerrcode))
+			result = -3;		/* which op? run again writing each at once */
+		else if (at < 0 || c->in_flush || !sa_is_bad_input(edata->sqlerrcode))
+			ReThrowError(edata);	/* not an op's fault: the call fails */
+		else
 		{
-			*why = NULL;
-			FreeErrorData(edata);
-			MemoryContextDelete(opcxt);
-			return -2;
+			*why = edata->detail != NULL
+				? psprintf("%s: %s", edata->message, edata->detail)
+				: pstrdup(edata->message);
+			result = at;
 		}
-		if (!sa_is_bad_input(edata->sqlerrcode))
-			ReThrowError(edata);
-		*why = edata->detail != NULL
-			? psprintf("%s: %s", edata->message, edata->detail)
-			: pstrdup(edata->message);
 		FreeErrorData(edata);
-		MemoryContextDelete(opcxt);
-		return at;
 	}
 	PG_END_TRY();
-	MemoryContextDelete(opcxt);
-	return -1;
+	c->rows = NULL;
+	c->segcxt = NULL;
+	c->pend = NULL;
+	c->npend = c->cappend = 0;
+	c->wq = NULL;
+	c->nwq = c->capwq = 0;
+	c->in_flush = false;
+	MemoryContextDelete(segcxt);
+	return result;
 }
 
 /* ------------------------------------------------------------------------
  * The function
  * ---------------------------------------------------------------------- */
-
-static int
-sa_cmp_u64(const void *a, const void *b)
-{
-	uint64		x = *(const uint64 *) a,
-				y = *(const uint64 *) b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* Advisory locks on every (table, key) of the batch, in sorted order. */
-static void
-sa_lock_keys(SaOp *ops, int n)
-{
-	uint64	   *h = palloc(sizeof(uint64) * (n > 0 ? n : 1));
-	int			nh = 0;
-
-	for (int i = 0; i < n; i++)
-	{
-		JsonbContainer *o;
-		JsonbValue *table,
-				   *key;
-		JsonbIterator *it;
-		JsonbValue	v;
-		JsonbIteratorToken tok;
-		uint64		x;
-
-		if (ops[i].elem.type != jbvBinary || !JsonContainerIsObject(ops[i].elem.val.binary.data))
-			continue;
-		o = ops[i].elem.val.binary.data;
-		table = sa_member(o, "table");
-		key = sa_member(o, "key");
-		if (table == NULL || table->type != jbvString || key == NULL || key->type != jbvBinary)
-			continue;
-		x = hash_bytes_extended((const unsigned char *) table->val.string.val,
-								table->val.string.len, 0x5A5A);
-		it = JsonbIteratorInit(key->val.binary.data);
-		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-		{
-			const char *s;
-
-			if (tok == WJB_KEY)
-				s = pnstrdup(v.val.string.val, v.val.string.len);
-			else if (tok == WJB_VALUE || tok == WJB_ELEM)
-				s = sa_json_scalar_text(&v);
-			else
-				continue;
-			x = hash_combine64(x, hash_bytes_extended((const unsigned char *) s, strlen(s), tok));
-		}
-		h[nh++] = x;
-	}
-	qsort(h, nh, sizeof(uint64), sa_cmp_u64);
-	for (int i = 0; i < nh; i++)
-		if (i == 0 || h[i] != h[i - 1])
-			DirectFunctionCall1(pg_advisory_xact_lock_int8, Int64GetDatum((int64) h[i]));
-}
 
 /*
  * softadastra.apply_ops(peer text, epoch bigint, ops jsonb)
@@ -1831,8 +2519,6 @@ softadastra_apply_ops(PG_FUNCTION_ARGS)
 	c.watermark = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	wm_start = c.watermark;
 
-	sa_lock_keys(op, nops);
-
 	/* parse every op (no table access): refusals are recorded in order */
 	for (int i = 0; i < nops; i++)
 		op[i].reject = sa_parse_op(&c, &op[i]);
@@ -1850,13 +2536,20 @@ softadastra_apply_ops(PG_FUNCTION_ARGS)
 
 		if (bad == -1)
 			break;
+		if (bad == -3)
+		{
+			c.no_batch = true;	/* for the rest of the call */
+			continue;
+		}
 		if (bad >= 0 && bad > from)
 		{
 			char	   *again_msg = NULL;
 			int			again = sa_run_segment(&c, op, from, bad, &again_msg);
 
+			if (again == -3)
+				c.no_batch = true;
 			if (again != -1)
-				bad = again == -2 ? -2 : -3;	/* the world changed: start over */
+				bad = -2;		/* the world changed: start over */
 		}
 		if (bad < 0)
 		{
@@ -1864,7 +2557,11 @@ softadastra_apply_ops(PG_FUNCTION_ARGS)
 				ereport(ERROR,
 						(errcode(ERRCODE_T_R_DEADLOCK_DETECTED),
 						 errmsg("apply_ops gave up after %d attempts to run its ops "
-								"against concurrent sessions", SA_RETRIES)));
+								"against concurrent sessions", SA_RETRIES),
+						 errhint("Nothing was applied; send the batch again.")));
+			/* let the other side finish: a random pause, growing */
+			pg_usleep(1000L * (1 + random() % (2L << Min(retries, 7))));
+			CHECK_FOR_INTERRUPTS();
 			continue;
 		}
 		if (c.gap)

@@ -211,7 +211,7 @@ SELECT id, n, ts, arr, j, flag, raw FROM typed ORDER BY id;
 
 -- Each applied op is announced by a transactional logical message.
 SELECT count(*) AS messages,
-       count(*) FILTER (WHERE data LIKE '%"peer": "e1", "epoch": 20, "seq": 18, "hlc": 1}') AS seq18
+       count(*) FILTER (WHERE data LIKE '%"peer": "e1", "epoch": 20, "from": 18, "to": 18}') AS seq18
   FROM pg_logical_slot_get_changes('apply_watch', NULL, NULL)
  WHERE data LIKE 'message: transactional: 1 prefix: softadastra%';
 SELECT pg_drop_replication_slot('apply_watch');
