@@ -255,7 +255,6 @@ typedef struct SaPlanNode
 {
 	char	   *sql;
 	int			nargs;
-	bool		custom;
 	Oid		   *argtypes;
 	SPIPlanPtr	plan;
 	struct SaPlanNode *next;
@@ -292,7 +291,7 @@ sa_plans_reset(void)
 }
 
 static SPIPlanPtr
-sa_plan(const char *sql, int nargs, const Oid *argtypes, bool custom)
+sa_plan(const char *sql, int nargs, const Oid *argtypes)
 {
 	uint64		h;
 	bool		found;
@@ -306,7 +305,6 @@ sa_plan(const char *sql, int nargs, const Oid *argtypes, bool custom)
 	h = hash_bytes_extended((const unsigned char *) sql, strlen(sql), 0);
 	h = hash_combine64(h, hash_bytes_extended((const unsigned char *) argtypes,
 											  sizeof(Oid) * nargs, nargs));
-	h = hash_combine64(h, custom);
 	if (sa_plans == NULL)
 	{
 		HASHCTL		ctl;
@@ -320,11 +318,11 @@ sa_plan(const char *sql, int nargs, const Oid *argtypes, bool custom)
 	e = hash_search(sa_plans, &h, HASH_FIND, &found);
 	if (found)
 		for (n = e->chain; n != NULL; n = n->next)
-			if (n->nargs == nargs && n->custom == custom && strcmp(n->sql, sql) == 0 &&
+			if (n->nargs == nargs && strcmp(n->sql, sql) == 0 &&
 				memcmp(n->argtypes, argtypes, sizeof(Oid) * nargs) == 0)
 				return n->plan;
 
-	p = SPI_prepare_cursor(sql, nargs, (Oid *) argtypes, custom ? CURSOR_OPT_CUSTOM_PLAN : 0);
+	p = SPI_prepare(sql, nargs, (Oid *) argtypes);
 	if (p == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
 	if (SPI_keepplan(p) != 0)
@@ -336,7 +334,6 @@ sa_plan(const char *sql, int nargs, const Oid *argtypes, bool custom)
 	n = palloc(sizeof *n);
 	n->sql = pstrdup(sql);
 	n->nargs = nargs;
-	n->custom = custom;
 	n->argtypes = palloc(sizeof(Oid) * (nargs > 0 ? nargs : 1));
 	memcpy(n->argtypes, argtypes, sizeof(Oid) * nargs);
 	n->plan = p;
@@ -363,20 +360,9 @@ static uint64
 sa_exec(const char *sql, int nargs, const Oid *argtypes, Datum *values,
 		const char *nulls, bool read_only, int expect)
 {
-	return sa_exec_plan(sa_plan(sql, nargs, argtypes, false), sql, values, nulls, read_only, expect);
+	return sa_exec_plan(sa_plan(sql, nargs, argtypes), sql, values, nulls, read_only, expect);
 }
 
-/*
- * The same, planned for each execution's values: for the statements run
- * once per segment over arrays of keys, where a generic plan made while a
- * table was small (a sequential scan) would stay when it has grown.
- */
-static uint64
-sa_exec_custom(const char *sql, int nargs, const Oid *argtypes, Datum *values,
-			   const char *nulls, bool read_only, int expect)
-{
-	return sa_exec_plan(sa_plan(sql, nargs, argtypes, true), sql, values, nulls, read_only, expect);
-}
 
 /* ------------------------------------------------------------------------
  * Small helpers
@@ -482,6 +468,20 @@ sa_text_array(char **items, int n)
 	for (int i = 0; i < n; i++)
 		d[i] = CStringGetTextDatum(items[i]);
 	return PointerGetDatum(construct_array(d, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/* A one-dimensional array of n values of elemtype (nulls may be NULL). */
+static Datum
+sa_array(Datum *d, bool *nulls, int n, Oid elemtype)
+{
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int16		len;
+	bool		byval;
+	char		align;
+
+	get_typlenbyvalalign(elemtype, &len, &byval, &align);
+	return PointerGetDatum(construct_md_array(d, nulls, 1, dims, lbs, elemtype, len, byval, align));
 }
 
 /* ------------------------------------------------------------------------
@@ -1053,17 +1053,28 @@ sa_row_get(SaCall *c, SaOp *op)
 	return n;
 }
 
+static int
+sa_cmp_keytext(const void *a, const void *b)
+{
+	return strcmp((*(SaOp *const *) a)->keytext, (*(SaOp *const *) b)->keytext);
+}
+
 /*
- * Lock, in key order, the rows of every prepared op of [from, to) on a
- * table with a primary key, and enter them (and the missing keys) in the
- * map.  One statement per table.
+ * Lock the rows of every prepared op of [from, to) on a table with a
+ * primary key, and enter them (and the missing keys) in the map.  One
+ * statement per table: the keys go in as arrays sorted by their canonical
+ * text, and each is looked up and locked in that order (a nested loop the
+ * planner cannot reorder: LATERAL ... OFFSET 0), so every apply_ops call
+ * takes its row locks in one global order.
  */
 static void
 sa_prelock(SaCall *c, SaOp *ops, int from, int to)
 {
 	for (SaTable *t = c->tables; t != NULL; t = t->next)
 	{
-		int			n = 0;
+		int			n = 0,
+					m = 0;
+		SaOp	  **sorted;
 		Oid		   *argtypes;
 		Datum	   *args;
 		StringInfoData q;
@@ -1076,52 +1087,47 @@ sa_prelock(SaCall *c, SaOp *ops, int from, int to)
 				n++;
 		if (n == 0)
 			continue;
+		sorted = palloc(sizeof(SaOp *) * n);
+		for (int i = from; i < to; i++)
+			if (ops[i].prepared && ops[i].prep_msg == NULL && ops[i].t == t)
+				sorted[m++] = &ops[i];
+		qsort(sorted, n, sizeof(SaOp *), sa_cmp_keytext);
+		m = 0;					/* distinct keys */
+		for (int i = 0; i < n; i++)
+			if (m == 0 || strcmp(sorted[m - 1]->keytext, sorted[i]->keytext) != 0)
+				sorted[m++] = sorted[i];
 		argtypes = palloc(sizeof(Oid) * t->npk);
 		args = palloc(sizeof(Datum) * t->npk);
 		for (int k = 0; k < t->npk && arrays_ok; k++)
 		{
 			SaAtt	   *a = &t->atts[t->pk[k] - 1];
-			Datum	   *d = palloc(sizeof(Datum) * n);
-			int			m = 0;
-			int16		len;
-			bool		byval;
-			char		align;
+			Datum	   *d = palloc(sizeof(Datum) * m);
 
-			argtypes[k] = get_array_type(a->typid);
+			argtypes[k] = a->arraytype == InvalidOid ? InvalidOid : a->arraytype;
 			arrays_ok = OidIsValid(argtypes[k]);
-			for (int i = from; i < to && arrays_ok; i++)
-				if (ops[i].prepared && ops[i].prep_msg == NULL && ops[i].t == t)
-					d[m++] = sa_find(ops[i].key, ops[i].nkey, t->pk[k])->datum;
 			if (!arrays_ok)
 				break;
-			get_typlenbyvalalign(a->typid, &len, &byval, &align);
-			args[k] = PointerGetDatum(construct_array(d, m, a->typid, len, byval, align));
+			for (int i = 0; i < m; i++)
+				d[i] = sa_find(sorted[i]->key, sorted[i]->nkey, t->pk[k])->datum;
+			args[k] = sa_array(d, NULL, m, a->typid);
 		}
 		if (!arrays_ok)
 			continue;			/* ops lock their rows one by one */
 		initStringInfo(&q);
-		appendStringInfoString(&q, "SELECT ");
+		appendStringInfoString(&q, "SELECT r.* FROM ROWS FROM (");
+		for (int k = 0; k < t->npk; k++)
+			appendStringInfo(&q, "%spg_catalog.unnest($%d)", k > 0 ? ", " : "", k + 1);
+		appendStringInfoString(&q, ") AS k(");
+		for (int k = 0; k < t->npk; k++)
+			appendStringInfo(&q, "%sk%d", k > 0 ? ", " : "", k + 1);
+		appendStringInfoString(&q, ") CROSS JOIN LATERAL (SELECT ");
 		sa_row_list(&q, t, "t.");
 		appendStringInfo(&q, " FROM %s AS t WHERE ", t->qualname);
-		if (t->npk == 1)
-			appendStringInfo(&q, "t.%s = ANY ($1)", quote_identifier(t->atts[t->pk[0] - 1].name));
-		else
-		{
-			appendStringInfoChar(&q, '(');
-			for (int k = 0; k < t->npk; k++)
-				appendStringInfo(&q, "%st.%s", k > 0 ? ", " : "",
-								 quote_identifier(t->atts[t->pk[k] - 1].name));
-			appendStringInfoString(&q, ") IN (SELECT * FROM ROWS FROM (");
-			for (int k = 0; k < t->npk; k++)
-				appendStringInfo(&q, "%spg_catalog.unnest($%d)", k > 0 ? ", " : "", k + 1);
-			appendStringInfoString(&q, "))");
-		}
-		appendStringInfoString(&q, " ORDER BY ");
 		for (int k = 0; k < t->npk; k++)
-			appendStringInfo(&q, "%st.%s", k > 0 ? ", " : "",
-							 quote_identifier(t->atts[t->pk[k] - 1].name));
-		appendStringInfoString(&q, " FOR UPDATE OF t");
-		sa_exec_custom(q.data, t->npk, argtypes, args, NULL, false, SPI_OK_SELECT);
+			appendStringInfo(&q, "%st.%s = k.k%d", k > 0 ? " AND " : "",
+							 quote_identifier(t->atts[t->pk[k] - 1].name), k + 1);
+		appendStringInfoString(&q, " OFFSET 0 FOR UPDATE OF t) AS r");
+		sa_exec(q.data, t->npk, argtypes, args, NULL, false, SPI_OK_SELECT);
 		for (uint64 r = 0; r < SPI_processed; r++)
 		{
 			SaRow		row;
@@ -1133,9 +1139,8 @@ sa_prelock(SaCall *c, SaOp *ops, int from, int to)
 			node->row = row;
 		}
 		SPI_freetuptable(SPI_tuptable);
-		for (int i = from; i < to; i++)
-			if (ops[i].prepared && ops[i].prep_msg == NULL && ops[i].t == t)
-				(void) sa_row_find(c, t->relid, ops[i].keytext, true);	/* missing: found = false */
+		for (int i = 0; i < m; i++)
+			(void) sa_row_find(c, t->relid, sorted[i]->keytext, true);	/* missing: found = false */
 	}
 }
 
@@ -1291,7 +1296,7 @@ typedef struct SaClockPend
 	char	   *key;
 	bool		tomb;			/* the row was deleted */
 	TransactionId xmin;			/* the version written */
-	char	   *clocks;			/* {"col": [hlc, origin]} of the columns written */
+	Jsonb	   *clocks;			/* {"col": [hlc, origin]} of the columns written */
 	int64		base_hlc;
 	char	   *base_origin;
 	bool		merge;			/* an update: keep other columns' clocks if ... */
@@ -1313,20 +1318,8 @@ sa_xmin_hlc(TransactionId xmin)
 	return ms << 16;
 }
 
-static Datum
-sa_array(Datum *d, bool *nulls, int n, Oid elemtype)
-{
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-	int16		len;
-	bool		byval;
-	char		align;
 
-	get_typlenbyvalalign(elemtype, &len, &byval, &align);
-	return PointerGetDatum(construct_md_array(d, nulls, 1, dims, lbs, elemtype, len, byval, align));
-}
-
-/* Write the pending row_clocks entries. */
+/* Write the pending row_clocks entries, in one statement. */
 static void
 sa_flush_clocks(SaCall *c)
 {
@@ -1337,9 +1330,12 @@ sa_flush_clocks(SaCall *c)
 			   *clocks,
 			   *bh,
 			   *bo,
+			   *merge,
 			   *oldx;
 	bool	   *xnull;
-	int			nmerge = 0;
+	Oid			types[8] = {OIDARRAYOID, TEXTARRAYOID, XIDARRAYOID, JSONBARRAYOID,
+	INT8ARRAYOID, TEXTARRAYOID, BOOLARRAYOID, XIDARRAYOID};
+	Datum		args[8];
 
 	if (n == 0)
 		return;
@@ -1349,44 +1345,9 @@ sa_flush_clocks(SaCall *c)
 	clocks = palloc(sizeof(Datum) * n);
 	bh = palloc(sizeof(Datum) * n);
 	bo = palloc(sizeof(Datum) * n);
+	merge = palloc(sizeof(Datum) * n);
 	oldx = palloc(sizeof(Datum) * n);
 	xnull = palloc0(sizeof(bool) * n);
-
-	/* 1: updates whose entry still describes the version they replaced keep
-	 * the other columns' clocks */
-	for (int i = 0; i < n; i++)
-	{
-		SaClockPend *p = &c->pend[i];
-
-		if (!p->merge)
-			continue;
-		relid[nmerge] = ObjectIdGetDatum(p->relid);
-		key[nmerge] = CStringGetTextDatum(p->key);
-		xmin[nmerge] = TransactionIdGetDatum(p->xmin);
-		clocks[nmerge] = sa_jsonb_from_text(p->clocks);
-		oldx[nmerge] = TransactionIdGetDatum(p->old_xmin);
-		nmerge++;
-	}
-	if (nmerge > 0)
-	{
-		Oid			types[5] = {OIDARRAYOID, TEXTARRAYOID, XIDARRAYOID, JSONBARRAYOID, XIDARRAYOID};
-		Datum		args[5];
-
-		args[0] = sa_array(relid, NULL, nmerge, OIDOID);
-		args[1] = sa_array(key, NULL, nmerge, TEXTOID);
-		args[2] = sa_array(xmin, NULL, nmerge, XIDOID);
-		args[3] = sa_array(clocks, NULL, nmerge, JSONBOID);
-		args[4] = sa_array(oldx, NULL, nmerge, XIDOID);
-		sa_exec("UPDATE softadastra.row_clocks AS rc "
-				"SET row_xmin = u.row_xmin, clocks = rc.clocks || u.clocks "
-				"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
-				"pg_catalog.unnest($4), pg_catalog.unnest($5)) AS u(relid, key, row_xmin, clocks, old_xmin) "
-				"WHERE rc.relid = u.relid AND rc.key = u.key AND rc.row_xmin = u.old_xmin",
-				5, types, args, NULL, false, SPI_OK_UPDATE);
-	}
-
-	/* 2: every other entry replaces what was there (an updated entry now
-	 * holds the new version and is left alone) */
 	for (int i = 0; i < n; i++)
 	{
 		SaClockPend *p = &c->pend[i];
@@ -1395,31 +1356,46 @@ sa_flush_clocks(SaCall *c)
 		key[i] = CStringGetTextDatum(p->key);
 		xmin[i] = TransactionIdGetDatum(p->xmin);
 		xnull[i] = p->tomb;
-		clocks[i] = sa_jsonb_from_text(p->clocks);
+		clocks[i] = JsonbPGetDatum(p->clocks);
 		bh[i] = Int64GetDatum(p->base_hlc);
 		bo[i] = CStringGetTextDatum(p->base_origin);
+		merge[i] = BoolGetDatum(p->merge);
+		oldx[i] = TransactionIdGetDatum(p->old_xmin);
 	}
-	{
-		Oid			types[6] = {OIDARRAYOID, TEXTARRAYOID, XIDARRAYOID, JSONBARRAYOID,
-		INT8ARRAYOID, TEXTARRAYOID};
-		Datum		args[6];
+	args[0] = sa_array(relid, NULL, n, OIDOID);
+	args[1] = sa_array(key, NULL, n, TEXTOID);
+	args[2] = sa_array(xmin, xnull, n, XIDOID);
+	args[3] = sa_array(clocks, NULL, n, JSONBOID);
+	args[4] = sa_array(bh, NULL, n, INT8OID);
+	args[5] = sa_array(bo, NULL, n, TEXTOID);
+	args[6] = sa_array(merge, NULL, n, BOOLOID);
+	args[7] = sa_array(oldx, NULL, n, XIDOID);
 
-		args[0] = sa_array(relid, NULL, n, OIDOID);
-		args[1] = sa_array(key, NULL, n, TEXTOID);
-		args[2] = sa_array(xmin, xnull, n, XIDOID);
-		args[3] = sa_array(clocks, NULL, n, JSONBOID);
-		args[4] = sa_array(bh, NULL, n, INT8OID);
-		args[5] = sa_array(bo, NULL, n, TEXTOID);
-		sa_exec("INSERT INTO softadastra.row_clocks AS rc "
-				"(relid, key, row_xmin, clocks, base_hlc, base_origin) "
-				"SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
-				"pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6)) "
-				"ON CONFLICT (relid, key) DO UPDATE SET row_xmin = EXCLUDED.row_xmin, "
-				"clocks = EXCLUDED.clocks, base_hlc = EXCLUDED.base_hlc, "
-				"base_origin = EXCLUDED.base_origin "
-				"WHERE rc.row_xmin IS DISTINCT FROM EXCLUDED.row_xmin OR EXCLUDED.row_xmin IS NULL",
-				6, types, args, NULL, false, SPI_OK_INSERT);
-	}
+	/*
+	 * An update keeps the other columns' clocks (and the base) when the
+	 * entry still describes the version it replaced (o.row_xmin =
+	 * old_xmin); every other entry replaces what was there.  The entry is
+	 * looked up by a LATERAL subquery the planner cannot flatten (OFFSET 0):
+	 * an index probe per entry, never a scan of the whole table, whatever
+	 * plan is cached.
+	 */
+	sa_exec("INSERT INTO softadastra.row_clocks AS rc "
+			"(relid, key, row_xmin, clocks, base_hlc, base_origin) "
+			"SELECT u.relid, u.key, u.row_xmin, "
+			"CASE WHEN u.merge AND o.row_xmin = u.old_xmin THEN o.clocks || u.clocks ELSE u.clocks END, "
+			"CASE WHEN u.merge AND o.row_xmin = u.old_xmin THEN o.base_hlc ELSE u.base_hlc END, "
+			"CASE WHEN u.merge AND o.row_xmin = u.old_xmin THEN o.base_origin ELSE u.base_origin END "
+			"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
+			"pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
+			"pg_catalog.unnest($7), pg_catalog.unnest($8)) "
+			"AS u(relid, key, row_xmin, clocks, base_hlc, base_origin, merge, old_xmin) "
+			"LEFT JOIN LATERAL (SELECT x.row_xmin, x.clocks, x.base_hlc, x.base_origin "
+			"FROM softadastra.row_clocks AS x WHERE x.relid = u.relid AND x.key = u.key "
+			"OFFSET 0) AS o ON true "
+			"ON CONFLICT (relid, key) DO UPDATE SET row_xmin = EXCLUDED.row_xmin, "
+			"clocks = EXCLUDED.clocks, base_hlc = EXCLUDED.base_hlc, "
+			"base_origin = EXCLUDED.base_origin",
+			8, types, args, NULL, false, SPI_OK_INSERT);
 	for (int i = 0; i < n; i++)
 	{
 		SaRowNode  *node = sa_row_find(c, c->pend[i].relid, c->pend[i].key, false);
@@ -1522,24 +1498,39 @@ static void
 sa_write_clocks(SaCall *c, SaOp *op, const SaRow *before, SaRowNode *node, bool deleted,
 				SaVal **written, int nwritten)
 {
-	StringInfoData cj;
 	SaClockPend *p;
 	MemoryContext old;
+	JsonbParseState *ps = NULL;
+	JsonbValue *res;
 
 	if (node->clock_pending)
 		sa_flush_clocks(c);		/* one entry per key and flush */
-	initStringInfo(&cj);
-	appendStringInfoChar(&cj, '{');
+
+	old = MemoryContextSwitchTo(c->segcxt);
+	/* {"col": [hlc, "origin"], ...}, built without a text round trip */
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
 	for (int i = 0; i < nwritten && !deleted; i++)
 	{
-		if (i > 0)
-			appendStringInfoString(&cj, ", ");
-		escape_json(&cj, written[i]->name);
-		appendStringInfo(&cj, ": [" INT64_FORMAT ", ", op->hlc);
-		escape_json(&cj, op->origin);
-		appendStringInfoChar(&cj, ']');
+		JsonbValue	k,
+					h,
+					o;
+
+		k.type = jbvString;
+		k.val.string.val = written[i]->name;
+		k.val.string.len = strlen(written[i]->name);
+		h.type = jbvNumeric;
+		h.val.numeric = DatumGetNumeric(DirectFunctionCall1(int8_numeric, Int64GetDatum(op->hlc)));
+		o.type = jbvString;
+		o.val.string.val = op->origin;
+		o.val.string.len = strlen(op->origin);
+		pushJsonbValue(&ps, WJB_KEY, &k);
+		pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
+		pushJsonbValue(&ps, WJB_ELEM, &h);
+		pushJsonbValue(&ps, WJB_ELEM, &o);
+		pushJsonbValue(&ps, WJB_END_ARRAY, NULL);
 	}
-	appendStringInfoChar(&cj, '}');
+	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	MemoryContextSwitchTo(old);
 
 	old = MemoryContextSwitchTo(c->segcxt);
 	if (c->npend == c->cappend)
@@ -1554,7 +1545,7 @@ sa_write_clocks(SaCall *c, SaOp *op, const SaRow *before, SaRowNode *node, bool 
 	p->key = pstrdup(node->key);
 	p->tomb = deleted;
 	p->xmin = deleted ? InvalidTransactionId : GetCurrentTransactionId();	/* the segment's writes */
-	p->clocks = pstrdup(cj.data);
+	p->clocks = JsonbValueToJsonb(res);
 	if (deleted || !before->found)
 	{
 		/* a tombstone, or an insert: its defaults count as its writes */

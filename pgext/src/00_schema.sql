@@ -103,7 +103,7 @@ CREATE TABLE row_clocks (
     base_hlc     bigint NOT NULL DEFAULT 0,
     base_origin  text   NOT NULL DEFAULT 'pg',
     PRIMARY KEY (relid, key)
-);
+) WITH (fillfactor = 70);   -- room for HOT updates: apply rewrites entries in place
 
 -- Nobody but the owner changes sync metadata by accident.
 REVOKE ALL ON tables, peers, peer_progress, conflicts, rejections, row_clocks FROM PUBLIC;
