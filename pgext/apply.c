@@ -228,7 +228,7 @@ typedef struct SaCall
 	/* the current segment */
 	MemoryContext segcxt;
 	HTAB	   *rows;			/* SaRowEnt: the rows its ops touch */
-	struct SaClockPend *pend;	/* row_clocks writes not yet made */
+	struct SaRowNode **pend;	/* nodes whose row_clocks entry changed */
 	int			npend,
 				cappend;
 	struct SaWrite *wq;			/* queued writes */
@@ -879,8 +879,17 @@ typedef struct SaRowNode
 	Oid			relid;
 	char	   *key;			/* canonical key text */
 	SaRow		row;
-	bool		clock_pending;	/* an unflushed row_clocks entry */
 	bool		write_pending;	/* a queued write (row is not its result yet) */
+	/* its row_clocks entry, as the segment has it (lww tables) */
+	bool		clk_loaded;		/* read (the fields below are meaningful) */
+	bool		clk_found;		/* an entry exists */
+	bool		clk_in_db;		/* ... in the table, at clk_ctid */
+	bool		clk_tomb;		/* it says apply_ops deleted the row */
+	bool		clock_pending;	/* changed since read or written */
+	ItemPointerData clk_ctid;
+	TransactionId clk_xmin;		/* the row version it describes */
+	Jsonb	   *clk_clocks;
+	SaClock		clk_base;
 	struct SaRowNode *next;
 } SaRowNode;
 
@@ -1053,6 +1062,8 @@ sa_row_get(SaCall *c, SaOp *op)
 	return n;
 }
 
+static void sa_clk_load(SaCall *c, Oid relid, SaRowNode **nodes, int n);
+
 static int
 sa_cmp_keytext(const void *a, const void *b)
 {
@@ -1139,8 +1150,14 @@ sa_prelock(SaCall *c, SaOp *ops, int from, int to)
 			node->row = row;
 		}
 		SPI_freetuptable(SPI_tuptable);
-		for (int i = 0; i < m; i++)
-			(void) sa_row_find(c, t->relid, sorted[i]->keytext, true);	/* missing: found = false */
+		{
+			SaRowNode **nodes = palloc(sizeof(SaRowNode *) * m);
+
+			for (int i = 0; i < m; i++)
+				nodes[i] = sa_row_find(c, t->relid, sorted[i]->keytext, true);	/* missing: found = false */
+			if (t->strategy == SA_LWW)
+				sa_clk_load(c, t->relid, nodes, m);	/* their clocks, at once */
+		}
 	}
 }
 
@@ -1275,33 +1292,24 @@ sa_delete(SaOp *op, SaRowNode *node)
 
 /* ------------------------------------------------------------------------
  * Clocks (lww)
+ *
+ * A row's row_clocks entry is read with its row when the segment locks it
+ * (one probe per key, in the pre-lock), kept in the row's map node, changed
+ * there by each write, and written back once at the end of the segment:
+ * new entries by one INSERT, existing ones by one UPDATE that finds them by
+ * ctid.  The entry of a key whose row is locked cannot change under us (only
+ * apply_ops writes row_clocks, under that lock); for a key with no row, a
+ * concurrent change shows as a write that misses, and the segment runs
+ * again.
  * ---------------------------------------------------------------------- */
 
 typedef struct SaClocks
 {
-	bool		loaded;			/* read (only when a decision needs it) */
-	bool		found;			/* a row_clocks entry exists */
-	bool		tombstone;		/* it says apply_ops deleted the row */
-	bool		valid;			/* it describes the row version we see */
+	bool		valid;			/* the entry describes the row version we see */
 	Jsonb	   *clocks;
 	SaClock		base;
-	SaClock		plain;			/* clock of a plain-SQL row version */
+	SaClock		plain;			/* clock of a plain-SQL row version (or deletion) */
 } SaClocks;
-
-/* A row_clocks write not yet made: flushed, in one or two statements for
- * the whole segment, before any read of row_clocks and at its end. */
-typedef struct SaClockPend
-{
-	Oid			relid;
-	char	   *key;
-	bool		tomb;			/* the row was deleted */
-	TransactionId xmin;			/* the version written */
-	Jsonb	   *clocks;			/* {"col": [hlc, origin]} of the columns written */
-	int64		base_hlc;
-	char	   *base_origin;
-	bool		merge;			/* an update: keep other columns' clocks if ... */
-	TransactionId old_xmin;		/* ... the entry still describes this version */
-} SaClockPend;
 
 /* The clock of row version xmin, written by plain SQL. */
 static int64
@@ -1318,127 +1326,83 @@ sa_xmin_hlc(TransactionId xmin)
 	return ms << 16;
 }
 
-
-/* Write the pending row_clocks entries, in one statement. */
+/* Fill node's entry from row r of the current SPI result, whose columns
+ * from `first` on are ctid, row_xmin, clocks, base_hlc, base_origin. */
 static void
-sa_flush_clocks(SaCall *c)
+sa_clk_take(SaCall *c, SaRowNode *node, uint64 r, int first)
 {
-	int			n = c->npend;
-	Datum	   *relid,
-			   *key,
-			   *xmin,
-			   *clocks,
-			   *bh,
-			   *bo,
-			   *merge,
-			   *oldx;
-	bool	   *xnull;
-	Oid			types[8] = {OIDARRAYOID, TEXTARRAYOID, XIDARRAYOID, JSONBARRAYOID,
-	INT8ARRAYOID, TEXTARRAYOID, BOOLARRAYOID, XIDARRAYOID};
-	Datum		args[8];
+	HeapTuple	tup = SPI_tuptable->vals[r];
+	TupleDesc	d = SPI_tuptable->tupdesc;
+	bool		isnull;
+	Datum		v;
+	MemoryContext old;
 
-	if (n == 0)
+	node->clk_loaded = true;
+	v = SPI_getbinval(tup, d, first, &isnull);
+	node->clk_found = node->clk_in_db = !isnull;
+	if (isnull)
 		return;
-	relid = palloc(sizeof(Datum) * n);
-	key = palloc(sizeof(Datum) * n);
-	xmin = palloc(sizeof(Datum) * n);
-	clocks = palloc(sizeof(Datum) * n);
-	bh = palloc(sizeof(Datum) * n);
-	bo = palloc(sizeof(Datum) * n);
-	merge = palloc(sizeof(Datum) * n);
-	oldx = palloc(sizeof(Datum) * n);
-	xnull = palloc0(sizeof(bool) * n);
-	for (int i = 0; i < n; i++)
-	{
-		SaClockPend *p = &c->pend[i];
-
-		relid[i] = ObjectIdGetDatum(p->relid);
-		key[i] = CStringGetTextDatum(p->key);
-		xmin[i] = TransactionIdGetDatum(p->xmin);
-		xnull[i] = p->tomb;
-		clocks[i] = JsonbPGetDatum(p->clocks);
-		bh[i] = Int64GetDatum(p->base_hlc);
-		bo[i] = CStringGetTextDatum(p->base_origin);
-		merge[i] = BoolGetDatum(p->merge);
-		oldx[i] = TransactionIdGetDatum(p->old_xmin);
-	}
-	args[0] = sa_array(relid, NULL, n, OIDOID);
-	args[1] = sa_array(key, NULL, n, TEXTOID);
-	args[2] = sa_array(xmin, xnull, n, XIDOID);
-	args[3] = sa_array(clocks, NULL, n, JSONBOID);
-	args[4] = sa_array(bh, NULL, n, INT8OID);
-	args[5] = sa_array(bo, NULL, n, TEXTOID);
-	args[6] = sa_array(merge, NULL, n, BOOLOID);
-	args[7] = sa_array(oldx, NULL, n, XIDOID);
-
-	/*
-	 * An update keeps the other columns' clocks (and the base) when the
-	 * entry still describes the version it replaced (o.row_xmin =
-	 * old_xmin); every other entry replaces what was there.  The entry is
-	 * looked up by a LATERAL subquery the planner cannot flatten (OFFSET 0):
-	 * an index probe per entry, never a scan of the whole table, whatever
-	 * plan is cached.
-	 */
-	sa_exec("INSERT INTO softadastra.row_clocks AS rc "
-			"(relid, key, row_xmin, clocks, base_hlc, base_origin) "
-			"SELECT u.relid, u.key, u.row_xmin, "
-			"CASE WHEN u.merge AND o.row_xmin = u.old_xmin THEN o.clocks || u.clocks ELSE u.clocks END, "
-			"CASE WHEN u.merge AND o.row_xmin = u.old_xmin THEN o.base_hlc ELSE u.base_hlc END, "
-			"CASE WHEN u.merge AND o.row_xmin = u.old_xmin THEN o.base_origin ELSE u.base_origin END "
-			"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
-			"pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), "
-			"pg_catalog.unnest($7), pg_catalog.unnest($8)) "
-			"AS u(relid, key, row_xmin, clocks, base_hlc, base_origin, merge, old_xmin) "
-			"LEFT JOIN LATERAL (SELECT x.row_xmin, x.clocks, x.base_hlc, x.base_origin "
-			"FROM softadastra.row_clocks AS x WHERE x.relid = u.relid AND x.key = u.key "
-			"OFFSET 0) AS o ON true "
-			"ON CONFLICT (relid, key) DO UPDATE SET row_xmin = EXCLUDED.row_xmin, "
-			"clocks = EXCLUDED.clocks, base_hlc = EXCLUDED.base_hlc, "
-			"base_origin = EXCLUDED.base_origin",
-			8, types, args, NULL, false, SPI_OK_INSERT);
-	for (int i = 0; i < n; i++)
-	{
-		SaRowNode  *node = sa_row_find(c, c->pend[i].relid, c->pend[i].key, false);
-
-		if (node != NULL)
-			node->clock_pending = false;
-	}
-	c->npend = 0;
+	node->clk_ctid = *(ItemPointer) DatumGetPointer(v);
+	v = SPI_getbinval(tup, d, first + 1, &isnull);
+	node->clk_tomb = isnull;
+	node->clk_xmin = isnull ? InvalidTransactionId : DatumGetTransactionId(v);
+	old = MemoryContextSwitchTo(c->segcxt);
+	node->clk_clocks = DatumGetJsonbPCopy(SPI_getbinval(tup, d, first + 2, &isnull));
+	node->clk_base.hlc = DatumGetInt64(SPI_getbinval(tup, d, first + 3, &isnull));
+	node->clk_base.origin = SPI_getvalue(tup, d, first + 4);
+	MemoryContextSwitchTo(old);
 }
 
+/* Read the entries of keys (n canonical key texts of table relid) into
+ * their nodes, in one statement. */
+static void
+sa_clk_load(SaCall *c, Oid relid, SaRowNode **nodes, int n)
+{
+	Oid			types[2] = {TEXTARRAYOID, OIDOID};
+	Datum		args[2];
+	Datum	   *keys = palloc(sizeof(Datum) * n);
+
+	for (int i = 0; i < n; i++)
+	{
+		keys[i] = CStringGetTextDatum(nodes[i]->key);
+		nodes[i]->clk_loaded = true;	/* none found: no entry */
+		nodes[i]->clk_found = nodes[i]->clk_in_db = false;
+	}
+	args[0] = sa_array(keys, NULL, n, TEXTOID);
+	args[1] = ObjectIdGetDatum(relid);
+	sa_exec("SELECT k.key, x.ctid, x.row_xmin, x.clocks, x.base_hlc, x.base_origin "
+			"FROM pg_catalog.unnest($1) AS k(key) CROSS JOIN LATERAL "
+			"(SELECT e.ctid, e.row_xmin, e.clocks, e.base_hlc, e.base_origin "
+			"FROM softadastra.row_clocks AS e WHERE e.relid = $2 AND e.key = k.key OFFSET 0) AS x",
+			2, types, args, NULL, true, SPI_OK_SELECT);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		char	   *k = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+		SaRowNode  *node = sa_row_find(c, relid, k, false);
+
+		if (node != NULL)
+			sa_clk_take(c, node, r, 2);
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/* The clocks that decide lww for node's row as it is now. */
 static void
 sa_read_clocks(SaCall *c, SaOp *op, SaRowNode *node, SaClocks *ck)
 {
 	const SaRow *row = &node->row;
-	Oid			types[2] = {OIDOID, TEXTOID};
-	Datum		vals[2];
-	bool		isnull;
 
-	if (ck->loaded)
-		return;
-	if (node->clock_pending)
-		sa_flush_clocks(c);		/* this key's entry is not written yet */
+	if (!node->clk_loaded)
+		sa_clk_load(c, op->t->relid, &node, 1);
 	memset(ck, 0, sizeof *ck);
-	ck->loaded = true;
 	ck->base.origin = "pg";
 	ck->plain.origin = "pg";
-	vals[0] = ObjectIdGetDatum(op->t->relid);
-	vals[1] = CStringGetTextDatum(op->keytext);
-	if (sa_exec("SELECT row_xmin, clocks, base_hlc, base_origin FROM softadastra.row_clocks "
-				"WHERE relid = $1 AND key = $2", 2, types, vals, NULL, false, SPI_OK_SELECT) == 1)
+	if (node->clk_found)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[0];
-		TupleDesc	d = SPI_tuptable->tupdesc;
-		Datum		x = SPI_getbinval(tup, d, 1, &isnull);
-
-		ck->found = true;
-		ck->tombstone = isnull;
-		ck->valid = row->found ? (!isnull && DatumGetTransactionId(x) == row->xmin) : isnull;
-		ck->clocks = DatumGetJsonbPCopy(SPI_getbinval(tup, d, 2, &isnull));
-		ck->base.hlc = DatumGetInt64(SPI_getbinval(tup, d, 3, &isnull));
-		ck->base.origin = SPI_getvalue(tup, d, 4);
+		ck->valid = row->found ? (!node->clk_tomb && node->clk_xmin == row->xmin) : node->clk_tomb;
+		ck->clocks = node->clk_clocks;
+		ck->base = node->clk_base;
 	}
-	SPI_freetuptable(SPI_tuptable);
 	if (row->found)
 		ck->plain.hlc = sa_xmin_hlc(row->xmin);
 	else
@@ -1488,79 +1452,190 @@ sa_row_clock(const SaOp *op, const SaClocks *ck)
 }
 
 /*
- * Queue the clocks after apply_ops wrote the row (before: the version it
- * replaced; after: node's row now) or deleted it.  written: the columns
- * written with the op's clock.  An update keeps the other columns' clocks
- * when the entry still describes the version it replaced; otherwise they
- * all take that version's clock.
+ * After apply_ops wrote node's row (before: the version it replaced) or
+ * deleted it: its entry, in the node, to be written at the segment's end.
+ * written: the columns written with the op's clock.  An update keeps the
+ * other columns' clocks when the entry still describes the version it
+ * replaced; otherwise they all take that version's clock.
  */
 static void
 sa_write_clocks(SaCall *c, SaOp *op, const SaRow *before, SaRowNode *node, bool deleted,
 				SaVal **written, int nwritten)
 {
-	SaClockPend *p;
 	MemoryContext old;
 	JsonbParseState *ps = NULL;
 	JsonbValue *res;
+	Jsonb	   *mine;
 
-	if (node->clock_pending)
-		sa_flush_clocks(c);		/* one entry per key and flush */
-
+	if (!node->clk_loaded)
+		sa_clk_load(c, op->t->relid, &node, 1);
 	old = MemoryContextSwitchTo(c->segcxt);
-	/* {"col": [hlc, "origin"], ...}, built without a text round trip */
-	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	for (int i = 0; i < nwritten && !deleted; i++)
-	{
-		JsonbValue	k,
-					h,
-					o;
-
-		k.type = jbvString;
-		k.val.string.val = written[i]->name;
-		k.val.string.len = strlen(written[i]->name);
-		h.type = jbvNumeric;
-		h.val.numeric = DatumGetNumeric(DirectFunctionCall1(int8_numeric, Int64GetDatum(op->hlc)));
-		o.type = jbvString;
-		o.val.string.val = op->origin;
-		o.val.string.len = strlen(op->origin);
-		pushJsonbValue(&ps, WJB_KEY, &k);
-		pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
-		pushJsonbValue(&ps, WJB_ELEM, &h);
-		pushJsonbValue(&ps, WJB_ELEM, &o);
-		pushJsonbValue(&ps, WJB_END_ARRAY, NULL);
-	}
-	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
-	MemoryContextSwitchTo(old);
-
-	old = MemoryContextSwitchTo(c->segcxt);
-	if (c->npend == c->cappend)
-	{
-		c->cappend = c->cappend == 0 ? 64 : c->cappend * 2;
-		c->pend = c->pend == NULL ? palloc(sizeof(SaClockPend) * c->cappend)
-			: repalloc(c->pend, sizeof(SaClockPend) * c->cappend);
-	}
-	p = &c->pend[c->npend++];
-	memset(p, 0, sizeof *p);
-	p->relid = op->t->relid;
-	p->key = pstrdup(node->key);
-	p->tomb = deleted;
-	p->xmin = deleted ? InvalidTransactionId : GetCurrentTransactionId();	/* the segment's writes */
-	p->clocks = JsonbValueToJsonb(res);
 	if (deleted || !before->found)
 	{
-		/* a tombstone, or an insert: its defaults count as its writes */
-		p->base_hlc = op->hlc;
-		p->base_origin = pstrdup(op->origin);
+		/* a tombstone, or an insert: every column (defaults too) has the
+		 * op's clock, which the base says alone */
+		static Jsonb *empty = NULL;
+
+		if (empty == NULL)
+		{
+			MemoryContext top = MemoryContextSwitchTo(TopMemoryContext);
+
+			empty = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+			MemoryContextSwitchTo(top);
+		}
+		node->clk_clocks = empty;
+		node->clk_base.hlc = op->hlc;
+		node->clk_base.origin = pstrdup(op->origin);
 	}
 	else
 	{
-		p->base_hlc = sa_xmin_hlc(before->xmin);
-		p->base_origin = "pg";
-		p->merge = true;
-		p->old_xmin = before->xmin;
+		/* {"col": [hlc, "origin"], ...} of the columns written, built
+		 * without a text round trip */
+		Datum		hlc = DirectFunctionCall1(int8_numeric, Int64GetDatum(op->hlc));
+
+		pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+		for (int i = 0; i < nwritten; i++)
+		{
+			JsonbValue	k,
+						h,
+						o;
+
+			k.type = jbvString;
+			k.val.string.val = written[i]->name;
+			k.val.string.len = strlen(written[i]->name);
+			h.type = jbvNumeric;
+			h.val.numeric = DatumGetNumeric(hlc);
+			o.type = jbvString;
+			o.val.string.val = op->origin;
+			o.val.string.len = strlen(op->origin);
+			pushJsonbValue(&ps, WJB_KEY, &k);
+			pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
+			pushJsonbValue(&ps, WJB_ELEM, &h);
+			pushJsonbValue(&ps, WJB_ELEM, &o);
+			pushJsonbValue(&ps, WJB_END_ARRAY, NULL);
+		}
+		res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+		mine = JsonbValueToJsonb(res);
+		if (node->clk_found && !node->clk_tomb && node->clk_xmin == before->xmin)
+			node->clk_clocks = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
+																  JsonbPGetDatum(node->clk_clocks),
+																  JsonbPGetDatum(mine)));
+		else
+		{
+			node->clk_clocks = mine;
+			node->clk_base.hlc = sa_xmin_hlc(before->xmin);
+			node->clk_base.origin = "pg";
+		}
+	}
+	node->clk_found = true;
+	node->clk_tomb = deleted;
+	node->clk_xmin = deleted ? InvalidTransactionId : GetCurrentTransactionId();
+	if (!node->clock_pending)
+	{
+		if (c->npend == c->cappend)
+		{
+			c->cappend = c->cappend == 0 ? 64 : c->cappend * 2;
+			c->pend = c->pend == NULL ? palloc(sizeof(SaRowNode *) * c->cappend)
+				: repalloc(c->pend, sizeof(SaRowNode *) * c->cappend);
+		}
+		c->pend[c->npend++] = node;
+		node->clock_pending = true;
 	}
 	MemoryContextSwitchTo(old);
-	node->clock_pending = true;
+}
+
+/* Write the entries the segment changed: new ones by one INSERT, existing
+ * ones by one UPDATE (by ctid). */
+static void
+sa_flush_clocks(SaCall *c)
+{
+	int			n = c->npend;
+	SaRowNode **ins = palloc(sizeof(SaRowNode *) * (n > 0 ? n : 1));
+	SaRowNode **upd = palloc(sizeof(SaRowNode *) * (n > 0 ? n : 1));
+	int			nins = 0,
+				nupd = 0;
+
+	if (n == 0)
+		return;
+	for (int i = 0; i < n; i++)
+	{
+		if (c->pend[i]->clk_in_db)
+			upd[nupd++] = c->pend[i];
+		else
+			ins[nins++] = c->pend[i];
+		c->pend[i]->clock_pending = false;
+	}
+	c->npend = 0;
+	for (int pass = 0; pass < 2; pass++)
+	{
+		SaRowNode **v = pass == 0 ? ins : upd;
+		int			m = pass == 0 ? nins : nupd;
+		Datum	   *a0 = palloc(sizeof(Datum) * (m > 0 ? m : 1)),
+				   *a1 = palloc(sizeof(Datum) * (m > 0 ? m : 1)),
+				   *xmin = palloc(sizeof(Datum) * (m > 0 ? m : 1)),
+				   *clocks = palloc(sizeof(Datum) * (m > 0 ? m : 1)),
+				   *bh = palloc(sizeof(Datum) * (m > 0 ? m : 1)),
+				   *bo = palloc(sizeof(Datum) * (m > 0 ? m : 1));
+		bool	   *xnull = palloc0(sizeof(bool) * (m > 0 ? m : 1));
+		Oid			types[6] = {InvalidOid, TEXTARRAYOID, XIDARRAYOID, JSONBARRAYOID,
+		INT8ARRAYOID, TEXTARRAYOID};
+		Datum		args[6];
+		uint64		done;
+
+		if (m == 0)
+			continue;
+		for (int i = 0; i < m; i++)
+		{
+			a0[i] = pass == 0 ? ObjectIdGetDatum(v[i]->relid) : PointerGetDatum(&v[i]->clk_ctid);
+			a1[i] = CStringGetTextDatum(v[i]->key);
+			xmin[i] = TransactionIdGetDatum(v[i]->clk_xmin);
+			xnull[i] = v[i]->clk_tomb;
+			clocks[i] = JsonbPGetDatum(v[i]->clk_clocks);
+			bh[i] = Int64GetDatum(v[i]->clk_base.hlc);
+			bo[i] = CStringGetTextDatum(v[i]->clk_base.origin);
+		}
+		types[0] = pass == 0 ? OIDARRAYOID : TIDARRAYOID;
+		args[0] = sa_array(a0, NULL, m, pass == 0 ? OIDOID : TIDOID);
+		args[1] = sa_array(a1, NULL, m, TEXTOID);
+		args[2] = sa_array(xmin, xnull, m, XIDOID);
+		args[3] = sa_array(clocks, NULL, m, JSONBOID);
+		args[4] = sa_array(bh, NULL, m, INT8OID);
+		args[5] = sa_array(bo, NULL, m, TEXTOID);
+		if (pass == 0)
+			done = sa_exec("INSERT INTO softadastra.row_clocks AS rc "
+						   "(relid, key, row_xmin, clocks, base_hlc, base_origin) "
+						   "SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+						   "pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+						   "pg_catalog.unnest($6)) ON CONFLICT DO NOTHING RETURNING rc.relid, rc.key, rc.ctid",
+						   6, types, args, NULL, false, SPI_OK_INSERT_RETURNING);
+		else
+			done = sa_exec("UPDATE softadastra.row_clocks AS rc SET row_xmin = u.row_xmin, "
+						   "clocks = u.clocks, base_hlc = u.base_hlc, base_origin = u.base_origin "
+						   "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+						   "pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
+						   "pg_catalog.unnest($6)) AS u(sa_ctid, key, row_xmin, clocks, base_hlc, base_origin) "
+						   "WHERE rc.ctid = u.sa_ctid AND rc.key = u.key RETURNING rc.relid, rc.key, rc.ctid",
+						   6, types, args, NULL, false, SPI_OK_UPDATE_RETURNING);
+		if (done != (uint64) m)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("row clocks were changed by another session meanwhile")));
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	d = SPI_tuptable->tupdesc;
+			bool		isnull;
+			SaRowNode  *node = sa_row_find(c, DatumGetObjectId(SPI_getbinval(tup, d, 1, &isnull)),
+										   SPI_getvalue(tup, d, 2), false);
+
+			if (node != NULL)
+			{
+				node->clk_ctid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tup, d, 3, &isnull));
+				node->clk_in_db = true;
+			}
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
 }
 
 /* ------------------------------------------------------------------------
