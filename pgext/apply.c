@@ -235,6 +235,7 @@ typedef struct SaCall
 	int			nwq,
 				capwq;
 	bool		in_flush;		/* writing the queue: an error is no one op's */
+	bool		in_clock_flush;	/* writing row clocks */
 	bool		no_batch;		/* write each op at once (to find a bad one) */
 } SaCall;
 
@@ -1566,6 +1567,7 @@ sa_flush_clocks(SaCall *c)
 		c->pend[i]->clock_pending = false;
 	}
 	c->npend = 0;
+	c->in_clock_flush = true;	/* a unique violation here: a concurrent session */
 	for (int pass = 0; pass < 2; pass++)
 	{
 		SaRowNode **v = pass == 0 ? ins : upd;
@@ -1606,7 +1608,7 @@ sa_flush_clocks(SaCall *c)
 						   "(relid, key, row_xmin, clocks, base_hlc, base_origin) "
 						   "SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
 						   "pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5), "
-						   "pg_catalog.unnest($6)) ON CONFLICT DO NOTHING RETURNING rc.relid, rc.key, rc.ctid",
+						   "pg_catalog.unnest($6)) RETURNING rc.relid, rc.key, rc.ctid",
 						   6, types, args, NULL, false, SPI_OK_INSERT_RETURNING);
 		else
 			done = sa_exec("UPDATE softadastra.row_clocks AS rc SET row_xmin = u.row_xmin, "
@@ -1636,6 +1638,7 @@ sa_flush_clocks(SaCall *c)
 		}
 		SPI_freetuptable(SPI_tuptable);
 	}
+	c->in_clock_flush = false;
 }
 
 /* ------------------------------------------------------------------------
@@ -1904,14 +1907,14 @@ sa_flush_group(SaCall *c, SaWrite *w, int n)
 			appendStringInfoString(&q, ") SELECT * FROM ROWS FROM (");
 			for (int k = 0; k < nv; k++)
 				appendStringInfo(&q, "%spg_catalog.unnest($%d)", k > 0 ? ", " : "", k + 1);
-			appendStringInfoString(&q, ") ON CONFLICT DO NOTHING RETURNING ");
+			/* no ON CONFLICT: the keys were missing when locked; one another
+			 * session inserted since fails this with a unique violation, and
+			 * the segment runs again writing op by op (see sa_run_segment) */
+			appendStringInfoString(&q, ") RETURNING ");
 			sa_row_list(&q, t, "t.");
 			done = sa_exec(q.data, np, types, args, NULL, false, SPI_OK_INSERT_RETURNING);
 			if (done != (uint64) n)
-				ereport(ERROR,
-						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-						 errmsg("rows of %s were inserted by another session meanwhile",
-								t->qualname)));
+				elog(ERROR, "%d rows of %s were not inserted", n - (int) done, t->qualname);
 			break;
 		case SA_W_UPDATE:
 			appendStringInfo(&q, "UPDATE %s AS t SET (", t->qualname);
@@ -2453,7 +2456,8 @@ sa_run_segment(SaCall *c, SaOp *ops, int from, int to, char **why)
 		c->nres = nres0;
 		c->watermark = wm0;
 		c->gap = 0;
-		if (sa_is_retryable(edata->sqlerrcode))
+		if (sa_is_retryable(edata->sqlerrcode) ||
+			(c->in_clock_flush && edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION))
 			result = -2;
 		else if (c->in_flush && sa_is_bad_input(edata->sqlerrcode))
 			result = -3;		/* which op? run again writing each at once */
@@ -2476,6 +2480,7 @@ sa_run_segment(SaCall *c, SaOp *ops, int from, int to, char **why)
 	c->wq = NULL;
 	c->nwq = c->capwq = 0;
 	c->in_flush = false;
+	c->in_clock_flush = false;
 	MemoryContextDelete(segcxt);
 	return result;
 }
