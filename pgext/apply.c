@@ -237,6 +237,7 @@ typedef struct SaCall
 	bool		in_flush;		/* writing the queue: an error is no one op's */
 	bool		in_clock_flush;	/* writing row clocks */
 	bool		no_batch;		/* write each op at once (to find a bad one) */
+	char	   *last_retry;		/* why the last segment had to run again */
 } SaCall;
 
 /* ------------------------------------------------------------------------
@@ -1375,7 +1376,8 @@ sa_clk_load(SaCall *c, Oid relid, SaRowNode **nodes, int n)
 			"FROM pg_catalog.unnest($1) AS k(key) CROSS JOIN LATERAL "
 			"(SELECT e.ctid, e.row_xmin, e.clocks, e.base_hlc, e.base_origin "
 			"FROM softadastra.row_clocks AS e WHERE e.relid = $2 AND e.key = k.key OFFSET 0) AS x",
-			2, types, args, NULL, true, SPI_OK_SELECT);
+			2, types, args, NULL, false, SPI_OK_SELECT);	/* not read-only: a fresh snapshot,
+															 * after the row locks */
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		char	   *k = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
@@ -2458,7 +2460,10 @@ sa_run_segment(SaCall *c, SaOp *ops, int from, int to, char **why)
 		c->gap = 0;
 		if (sa_is_retryable(edata->sqlerrcode) ||
 			(c->in_clock_flush && edata->sqlerrcode == ERRCODE_UNIQUE_VIOLATION))
+		{
 			result = -2;
+			c->last_retry = MemoryContextStrdup(c->cxt, edata->message);
+		}
 		else if (c->in_flush && sa_is_bad_input(edata->sqlerrcode))
 			result = -3;		/* which op? run again writing each at once */
 		else if (at < 0 || c->in_flush || !sa_is_bad_input(edata->sqlerrcode))
@@ -2629,6 +2634,8 @@ softadastra_apply_ops(PG_FUNCTION_ARGS)
 						(errcode(ERRCODE_T_R_DEADLOCK_DETECTED),
 						 errmsg("apply_ops gave up after %d attempts to run its ops "
 								"against concurrent sessions", SA_RETRIES),
+						 errdetail("The last attempt failed with: %s",
+								   c.last_retry != NULL ? c.last_retry : "(unknown)"),
 						 errhint("Nothing was applied; send the batch again.")));
 			/* let the other side finish: a random pause, growing */
 			pg_usleep(1000L * (1 + random() % (2L << Min(retries, 7))));
