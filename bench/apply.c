@@ -8,7 +8,7 @@
  *
  *   setup    two tables of the same shape, (id bigint primary key, name
  *            text, price numeric, note text): public.items, synced
- *            (softadastra.add_table, strategy lww), written by apply_ops for
+ *            (softadastra.add_table, strategy lww unless --strategy), written by apply_ops for
  *            peer "bench"; public.items_plain, not synced, written by plain
  *            SQL.  Each side has its own connection over the unix socket.
  *   workloads for a batch size B (100 and 1000) and --rows N (default
@@ -86,11 +86,13 @@ typedef struct bench_opts {
     int quick;   /* smoke test: few rows, one repetition */
     int check;   /* exit 1 when a no-conflict row is below BENCH_TARGET */
     int verbose; /* per-run times on stderr */
+    const char *strategy; /* the synced table's conflict strategy (default lww) */
 } bench_opts;
 
 static void opts_init(bench_opts *o)
 {
     o->rows = 20000;
+    o->strategy = "lww";
     o->reps = 3;
     o->quick = 0;
     o->check = 0;
@@ -411,7 +413,8 @@ static double run_plain(const run_data *d, double *inserts_s)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: bench_apply [--rows N] [--reps N] [--quick] [--check] [--verbose]\n"
+            "usage: bench_apply [--rows N] [--reps N] [--strategy S] [--quick] [--check]\n"
+            "                   [--verbose]\n"
             "  ops/s of softadastra.apply_ops (batches of 100 and 1000 ops; no conflicts,\n"
             "  and 10%% conflicts) next to plain SQL writing the same rows (prepared\n"
             "  statements, pipeline mode, one transaction per batch), in one throwaway\n"
@@ -419,6 +422,8 @@ static void usage(FILE *f)
             "  --rows N    rows inserted then updated per run, a multiple of 1000\n"
             "              (default 20000: 40000 ops)\n"
             "  --reps N    interleaved repetitions, median reported (default 3)\n"
+            "  --strategy S  conflict strategy of the synced table: lww (default; keeps\n"
+            "              per-column row clocks), server_wins, edge_wins or manual\n"
             "  --quick     smoke test: 1000 rows, one repetition\n"
             "  --check     exit 1 if a no-conflict ratio is below %.1f\n"
             "  --verbose   per-run times on stderr\n",
@@ -439,13 +444,14 @@ static double median(double *v, int n)
 
 static void parse_opts(int argc, char **argv, bench_opts *o)
 {
-    static const char *const names[] = {"--rows", "--reps", "--quick", "--check", "--verbose"};
-    int seen[5] = {0};
+    static const char *const names[] = {"--rows",  "--reps",  "--strategy",
+                                        "--quick", "--check", "--verbose"};
+    int seen[6] = {0};
     int rows_given = 0, reps_given = 0;
     for (int i = 1; i < argc; i++) {
         const char *val;
         char why[256];
-        int k = bench_opt(argc, argv, &i, names, 5, 2, seen, &val, why, sizeof why);
+        int k = bench_opt(argc, argv, &i, names, 6, 3, seen, &val, why, sizeof why);
         char *end = NULL;
         switch (k) {
         case BENCH_OPT_HELP:
@@ -472,12 +478,21 @@ static void parse_opts(int argc, char **argv, bench_opts *o)
             reps_given = 1;
             break;
         case 2:
-            o->quick = 1;
+            if (strcmp(val, "lww") != 0 && strcmp(val, "server_wins") != 0 &&
+                strcmp(val, "edge_wins") != 0 && strcmp(val, "manual") != 0) {
+                fprintf(stderr, "bench_apply: --strategy must be lww, server_wins, edge_wins "
+                                "or manual\n");
+                exit(2);
+            }
+            o->strategy = val;
             break;
         case 3:
-            o->check = 1;
+            o->quick = 1;
             break;
         case 4:
+            o->check = 1;
+            break;
+        case 5:
             o->verbose = 1;
             break;
         }
@@ -498,7 +513,7 @@ static PGconn *connect_or_die(void)
     return c;
 }
 
-static void setup(void)
+static void setup(const bench_opts *o)
 {
     sa_err err;
     int rc = sa_pgh_start(NULL, &g.pg, &err);
@@ -509,7 +524,9 @@ static void setup(void)
            " note text)");
     sql_do("CREATE TABLE public.items_plain (id bigint PRIMARY KEY, name text, price numeric,"
            " note text)");
-    sql_do("SELECT softadastra.add_table('public.items')");
+    char add[128];
+    snprintf(add, sizeof add, "SELECT softadastra.add_table('public.items', '%s')", o->strategy);
+    sql_do(add);
     sql_do("SELECT softadastra.create_peer('" BENCH_PEER "')");
     g.apply = connect_or_die();
     g.plain = connect_or_die();
@@ -537,7 +554,7 @@ int main(int argc, char **argv)
                "--build <dir> --target pgext_install`)\n");
         return BENCH_SKIP;
     }
-    setup();
+    setup(&o);
 
     double apply_s[NWL][NBATCH][BENCH_MAX_REPS], plain_s[NWL][NBATCH][BENCH_MAX_REPS];
     double t_start = bench_now_s();
@@ -570,8 +587,8 @@ int main(int argc, char **argv)
 
     printf("\n## bench_apply: softadastra.apply_ops vs plain SQL (pipeline, prepared)\n\n");
     printf("%ld rows inserted then updated per run (%ld ops), median of %d rep%s; "
-           "target ratio >= %.1f without conflicts\n\n",
-           o.rows, 2 * o.rows, o.reps, o.reps == 1 ? "" : "s", BENCH_TARGET);
+           "strategy %s; target ratio >= %.1f without conflicts\n\n",
+           o.rows, 2 * o.rows, o.reps, o.reps == 1 ? "" : "s", o.strategy, BENCH_TARGET);
     printf("| workload | batch | ops | apply ops/s | plain ops/s | ratio |\n");
     printf("| --- | ---: | ---: | ---: | ---: | ---: |\n");
     int below = 0;
