@@ -97,7 +97,7 @@ COMMENT ON TABLE rejections IS 'Ops apply_ops refused (bad input), with the reas
 -- row_xmin NULL: apply_ops deleted the row at (base_hlc, base_origin).
 CREATE TABLE row_clocks (
     relid        oid    NOT NULL,
-    key          text   NOT NULL,    -- {"col": "text", ...} in attnum order
+    key          text   COLLATE "C" NOT NULL,  -- {"col": "text", ...} in attnum order
     row_xmin     xid,
     clocks       jsonb  NOT NULL DEFAULT '{}',
     base_hlc     bigint NOT NULL DEFAULT 0,
