@@ -32,6 +32,9 @@ typedef enum opt_id {
     OPT_RETRY_BASE,
     OPT_RETRY_CAP,
     OPT_TXN_MEMORY,
+    OPT_LISTEN,
+    OPT_MAX_BODY,
+    OPT_INBOX_CAP,
     OPT_PROGRESS,
     OPT_NO_PROGRESS,
     OPT_LOG_LEVEL,
@@ -113,6 +116,18 @@ static const opt_def opt_defs[] = {
       "64-16777216.",
       1},
      OPT_TXN_MEMORY, OPT_TXN_MEMORY, 64, 16777216, NUM(txn_memory_kb)},
+    {{"listen", "HOST:PORT|off",
+      "Serve the HTTP API v1 (edges pull and push) on this address; port 0 picks a free one, "
+      "logged at start. off: no HTTP API. Default 127.0.0.1:8433.",
+      1},
+     OPT_LISTEN, OPT_LISTEN, 0, 0, 0},
+    {{"max-body-kb", "KB",
+      "Largest request body the HTTP API reads (a larger push gets 413), 1-1048576.", 1},
+     OPT_MAX_BODY, OPT_MAX_BODY, 1, 1048576, NUM(max_body_kb)},
+    {{"inbox-cap-mb", "MB",
+      "Edges' pushes wait (503, Retry-After) while the inbox holds more than this, 1-1048576.",
+      1},
+     OPT_INBOX_CAP, OPT_INBOX_CAP, 1, 1048576, NUM(inbox_cap_mb)},
     {{"progress", NULL,
       "Show a progress line (rows, rows/s, tables, ETA) during the initial sync; by default "
       "only when standard error is a terminal. In a config file: progress = auto|on|off.",
@@ -167,10 +182,13 @@ int cfg_defaults(sa_bridge_config *cfg, sa_err *err)
     cfg->retry_base_ms = 200;
     cfg->retry_cap_ms = 10000;
     cfg->txn_memory_kb = 16384;
+    cfg->listen = sa_strdup("127.0.0.1:8433");
+    cfg->max_body_kb = 8192;
+    cfg->inbox_cap_mb = 256;
     cfg->progress = -1;
     cfg->log_level = 2;
     cfg->config_file = NULL;
-    if (cfg->pg == NULL || cfg->slot == NULL || cfg->publication == NULL) {
+    if (cfg->pg == NULL || cfg->slot == NULL || cfg->publication == NULL || cfg->listen == NULL) {
         cfg_free(cfg);
         return sa_err_set(err, SA_ENOMEM, "out of memory setting defaults");
     }
@@ -185,6 +203,7 @@ void cfg_free(sa_bridge_config *cfg)
     sa_free(cfg->data);
     sa_free(cfg->slot);
     sa_free(cfg->publication);
+    sa_free(cfg->listen);
     for (size_t i = 0; i < cfg->ntables; i++)
         sa_free(cfg->tables[i]);
     sa_free(cfg->config_file);
@@ -279,6 +298,18 @@ static int opt_apply(sa_bridge_config *cfg, const opt_def *d, const char *value,
     case OPT_TABLES:
         rc = cfg_set_tables(cfg, value, err);
         break;
+    case OPT_LISTEN: {
+        const char *colon = strrchr(value, ':');
+        char *end = NULL;
+        long port = colon != NULL ? strtol(colon + 1, &end, 10) : -1;
+        if (strcmp(value, "off") != 0 &&
+            (colon == NULL || colon == value || colon[1] == '\0' || *end != '\0' || port < 0 ||
+             port > 65535))
+            return sa_err_set(err, SA_EINVAL, "listen address '%.80s' is not HOST:PORT or off",
+                              value);
+        rc = set_str(&cfg->listen, value, err);
+        break;
+    }
     case OPT_DURABILITY: {
         /* sa_durability_parse also takes "none"; here the unsafe policy must
          * be asked for by its full name. */
@@ -294,7 +325,9 @@ static int opt_apply(sa_bridge_config *cfg, const opt_def *d, const char *value,
     case OPT_DEAD_AFTER:
     case OPT_RETRY_BASE:
     case OPT_RETRY_CAP:
-    case OPT_TXN_MEMORY: {
+    case OPT_TXN_MEMORY:
+    case OPT_MAX_BODY:
+    case OPT_INBOX_CAP: {
         uint32_t v = 0;
         if ((rc = parse_u32(value, d->min, d->max, &v, err)) == 0)
             *(uint32_t *)(void *)((char *)cfg + d->off) = v;
@@ -356,6 +389,9 @@ int cfg_format_value(const sa_bridge_config *cfg, const char *name, char *buf, s
     case OPT_PUBLICATION:
         s = cfg->publication;
         break;
+    case OPT_LISTEN:
+        s = cfg->listen;
+        break;
     case OPT_CONFIG:
         s = cfg->config_file;
         break;
@@ -377,6 +413,8 @@ int cfg_format_value(const sa_bridge_config *cfg, const char *name, char *buf, s
     case OPT_RETRY_BASE:
     case OPT_RETRY_CAP:
     case OPT_TXN_MEMORY:
+    case OPT_MAX_BODY:
+    case OPT_INBOX_CAP:
         snprintf(buf, cap, "%u", *(const uint32_t *)(const void *)((const char *)cfg + d->off));
         return 0;
     case OPT_PROGRESS:

@@ -28,6 +28,9 @@ typedef struct sa_bridge_config {
     uint32_t retry_base_ms;        /* reconnect backoff base; default 200 */
     uint32_t retry_cap_ms;         /* reconnect backoff cap; default 10000 */
     uint32_t txn_memory_kb;        /* a transaction beyond this is staged on disk; default 16384 */
+    char *listen;                  /* HTTP API address "HOST:PORT", or "off"; default 127.0.0.1:8433 */
+    uint32_t max_body_kb;          /* HTTP request body limit; default 8192 */
+    uint32_t inbox_cap_mb;         /* pushes get 503 above this inbox size; default 256 */
     int progress;                  /* -1 auto (a terminal), 0 plain log lines, 1 progress line */
     int log_level;                 /* 0 error, 1 warn, 2 info (default), 3 debug */
     char *config_file;             /* the file the settings came from, if any */

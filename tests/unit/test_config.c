@@ -111,7 +111,8 @@ static void test_config_option_table(void **state)
     /* clang-format off */
     const char *want[] = {"pg", "data", "slot", "publication", "tables", "config", "durability",
                           "status-interval-ms", "dead-after-ms", "retry-base-ms", "retry-cap-ms",
-                          "txn-memory-kb", "progress", "no-progress", "log-level", "help"};
+                          "txn-memory-kb", "listen", "max-body-kb", "inbox-cap-mb", "progress",
+                          "no-progress", "log-level", "help"};
     /* clang-format on */
     size_t n = 0;
     const cfg_option *o;
@@ -138,6 +139,12 @@ static void test_config_option_table(void **state)
     assert_string_equal(buf, "group");
     assert_int_equal(cfg_format_value(&cfg, "dead-after-ms", buf, sizeof buf, NULL), 0);
     assert_string_equal(buf, "30000");
+    assert_int_equal(cfg_format_value(&cfg, "listen", buf, sizeof buf, NULL), 0);
+    assert_string_equal(buf, "127.0.0.1:8433");
+    assert_int_equal(cfg_format_value(&cfg, "max-body-kb", buf, sizeof buf, NULL), 0);
+    assert_string_equal(buf, "8192");
+    assert_int_equal(cfg_format_value(&cfg, "inbox-cap-mb", buf, sizeof buf, NULL), 0);
+    assert_string_equal(buf, "256");
     assert_int_equal(cfg_format_value(&cfg, "progress", buf, sizeof buf, NULL), 0);
     assert_string_equal(buf, "auto");
     assert_int_equal(cfg_format_value(&cfg, "log-level", buf, sizeof buf, NULL), 0);
@@ -398,6 +405,10 @@ static void test_config_flags_errors(void **state)
         {{"--data", "/d", "--slot="}, 3, "--slot: replication slot name is empty"},
         {{"--data", "/d", "--publication="}, 3, "--publication: publication name is empty"},
         {{"--data", "/d", "--durability", "SYNC"}, 4, "--durability: unknown policy 'SYNC'"},
+        {{"--data", "/d", "--listen", "8433"}, 4, "--listen: listen address '8433' is not HOST:PORT or off"},
+        {{"--data", "/d", "--listen", "h:99999"}, 4, "--listen: listen address 'h:99999' is not HOST:PORT or off"},
+        {{"--data", "/d", "--listen", "h:x"}, 4, "--listen: listen address 'h:x' is not HOST:PORT or off"},
+        {{"--data", "/d", "--max-body-kb", "0"}, 4, "--max-body-kb: 0 is out of range"},
         {{"--data", "/d", "--status-interval-ms", "99"},
          4,
          "--status-interval-ms: 99 is out of range"},
