@@ -362,6 +362,8 @@ static result run_bridge(const bench_opts *o, const char *target, long rows, con
                           "--no-progress",
                           "--log-level",
                           "info",
+                          "--listen",
+                          "off",
                           NULL};
     struct stat st;
     uint64_t seq0 = target != NULL && stat(data, &st) == 0 ? bridge_last_seq(data) : 0;

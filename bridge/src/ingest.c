@@ -31,6 +31,8 @@
  */
 #include "ingest.h"
 
+#include "api.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -66,6 +68,7 @@ typedef struct ingest {
     char *const *tables; /* the synced set: cfg's --tables, else the extension's */
     size_t ntables;
     char **ext_tables; /* owned, when read from softadastra.tables */
+    struct api *api;   /* the HTTP API, once started */
     ingest_log_fn log;
     void *lctx;
     volatile sig_atomic_t *stop;
@@ -1188,6 +1191,30 @@ static int synced_tables(ingest *ig, sa_err *err)
     return 0;
 }
 
+/* The HTTP API (api.h) on the store, unless --listen off. */
+static int start_api(ingest *ig, sa_err *err)
+{
+    if (strcmp(ig->cfg->listen, "off") == 0)
+        return 0;
+    char instance[33];
+    int rc = api_instance_id(ig->store, instance, err);
+    if (rc != 0)
+        return rc;
+    api_options o;
+    api_options_init(&o);
+    o.listen = ig->cfg->listen;
+    o.pg = ig->cfg->pg;
+    o.max_body = (size_t)ig->cfg->max_body_kb * 1024;
+    o.inbox_cap = (uint64_t)ig->cfg->inbox_cap_mb << 20;
+    if ((rc = api_start(&o, ig->store, instance, ig->tables, ig->ntables, &ig->api, err)) != 0)
+        return rc;
+    char host[256];
+    const char *colon = strrchr(ig->cfg->listen, ':');
+    snprintf(host, sizeof host, "%.*s", (int)(colon - ig->cfg->listen), ig->cfg->listen);
+    say(ig, 2, "HTTP API v1 listening on %s:%d (instance %s)", host, api_port(ig->api), instance);
+    return 0;
+}
+
 static int checks(ingest *ig, int slot_known, sa_err *err)
 {
     pgck_report rep = {0};
@@ -1274,7 +1301,8 @@ int ingest_run(const sa_bridge_config *cfg, volatile sig_atomic_t *stop, ingest_
                         "use --slot %s or another --data", slot, cfg->slot, slot);
         goto done;
     }
-    if ((rc = synced_tables(ig, err)) != 0 || (rc = checks(ig, slot_known, err)) != 0)
+    if ((rc = synced_tables(ig, err)) != 0 || (rc = checks(ig, slot_known, err)) != 0 ||
+        (rc = start_api(ig, err)) != 0)
         goto done;
     {
         repl_conn *c = NULL;
@@ -1364,6 +1392,8 @@ int ingest_run(const sa_bridge_config *cfg, volatile sig_atomic_t *stop, ingest_
     rc = 0;
     say(ig, 2, "stopped: %" PRIu64 " transactions, %" PRIu64 " ops recorded", ig->txns, ig->ops);
 done:
+    api_stop(ig->api); /* before the store it serves */
+    ig->api = NULL;
     discard_open(ig);
     sa_batch_free(ig->cur_batch);
     pgo_decoder_free(ig->dec);

@@ -102,8 +102,15 @@ static inline int it_bridge_start(it_bridge *b, const char *conninfo, const char
     argv[n++] = "--log-level";
     argv[n++] = "debug";
     argv[n++] = "--no-progress";
-    for (int i = 0; extra != NULL && extra[i] != NULL && n < 62; i++)
+    int listen = 0; /* tests run side by side: no fixed port unless asked */
+    for (int i = 0; extra != NULL && extra[i] != NULL && n < 60; i++) {
+        listen |= strcmp(extra[i], "--listen") == 0;
         argv[n++] = extra[i];
+    }
+    if (!listen) {
+        argv[n++] = "--listen";
+        argv[n++] = "127.0.0.1:0";
+    }
     argv[n] = NULL;
     pid_t pid = fork();
     if (pid < 0)

@@ -1,0 +1,944 @@
+/*
+ * api.c — the bridge's HTTP API v1 (contract in api.h).
+ *
+ *   request ──http.c──▶ api_handle ──auth──▶ route
+ *                                              ├─ /healthz       answer now
+ *                                              ├─ /v1/ops        inbox write (synced), answer
+ *                                              ├─ /v1/changes    ack write, then a stream that
+ *                                              │                 answers once ops exist or the
+ *                                              │                 wait is over (newline heartbeats)
+ *                                              └─ /v1/snapshot   a stream of NDJSON lines
+ *
+ * Long polls hold no thread: their streams wait (HTTP_STREAM_WAIT) and look
+ * at the store's WAL counters every API_POLL_MS.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* strcasecmp, getrandom */
+#endif
+
+#include "api.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <libpq-fe.h>
+
+#include "http.h"
+#include "sa/sa_alloc.h"
+#include "sa/sa_op.h"
+
+#define API_META_INSTANCE "bridge.instance"
+#define API_META_INBOX_HI "inbox.hi." /* + peer@epoch: highest accepted seq */
+#define API_HEARTBEAT_MS 5000
+#define API_POLL_MS 50 /* how often a waiting long poll looks at the WAL */
+#define API_MAX_WAIT_S 60
+#define API_CHANGES_MAX_BYTES (4u << 20)
+#define API_AUTH_CACHE 256
+
+/* A token lookup, cached. */
+#define API_TOKEN_MAX 128
+
+typedef struct api_peer {
+    char token[API_TOKEN_MAX + 1]; /* "" for an empty slot */
+    int64_t fetched_ms;
+    int known, disabled;
+    char name[64];
+    char **tables; /* NULL: every synced table */
+    size_t ntables;
+} api_peer;
+
+struct api {
+    api_options opt;
+    sa_store *store;
+    char instance[33];
+    char **tables;
+    size_t ntables;
+    http_server *http;
+    pthread_mutex_t mu; /* pg, cache, inbox seqs */
+    PGconn *pg;
+    api_peer cache[API_AUTH_CACHE];
+    size_t ncache;
+};
+
+static int64_t api_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void api_options_init(api_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->listen = "127.0.0.1:8433";
+    o->max_body = 8u << 20;
+    o->inbox_cap = 256u << 20;
+    o->auth_ttl_ms = 5000;
+    o->changes_max_ops = 1000;
+}
+
+/* ---------------------------------------------------------------------
+ * Instance id
+ * ------------------------------------------------------------------- */
+
+int api_instance_id(sa_store *store, char out[33], sa_err *err)
+{
+    void *v = NULL;
+    size_t len = 0;
+    int rc = sa_store_meta_get(store, API_META_INSTANCE, &v, &len, err);
+    if (rc == 0 && len == 32) {
+        memcpy(out, v, 32);
+        out[32] = '\0';
+        sa_free(v);
+        return 0;
+    }
+    sa_free(v);
+    if (rc != 0 && rc != SA_ENOTFOUND)
+        return rc;
+    uint8_t raw[16];
+    if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
+        return sa_err_set(err, SA_ESYS, "cannot make an instance id: %s", strerror(errno));
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    sa_batch *b = NULL;
+    if ((rc = sa_batch_new(&b, err)) == 0 && (rc = sa_batch_meta_put(b, API_META_INSTANCE, out, 32, err)) == 0)
+        rc = sa_store_commit(store, b, NULL, err);
+    sa_batch_free(b);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------
+ * Answers
+ * ------------------------------------------------------------------- */
+
+/* Answer with j (consumed): {"instance": ..., ...j}. */
+static void api_json(api *a, http_req *r, int status, json_t *j, const char *const *headers)
+{
+    if (j == NULL)
+        j = json_object();
+    json_object_set_new(j, "instance", json_string(a->instance));
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (s == NULL) {
+        http_respond(r, 500, "text/plain", "out of memory\n", 14, NULL);
+        return;
+    }
+    size_t n = strlen(s);
+    s[n] = '\0';
+    /* one line: NDJSON readers and humans alike */
+    char *line = malloc(n + 2);
+    if (line == NULL) {
+        free(s);
+        http_respond(r, 500, "text/plain", "out of memory\n", 14, NULL);
+        return;
+    }
+    memcpy(line, s, n);
+    line[n] = '\n';
+    http_respond(r, status, "application/json", line, n + 1, headers);
+    free(line);
+    free(s);
+}
+
+static void api_error(api *a, http_req *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static void api_error(api *a, http_req *r, int status, const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *j = json_object();
+    json_object_set_new(j, "error", json_string(code));
+    json_object_set_new(j, "message", json_string(msg));
+    api_json(a, r, status, j, NULL);
+}
+
+/* ---------------------------------------------------------------------
+ * Auth
+ * ------------------------------------------------------------------- */
+
+static void peer_clear(api_peer *p)
+{
+    for (size_t i = 0; i < p->ntables; i++)
+        sa_free(p->tables[i]);
+    sa_free(p->tables);
+    p->tables = NULL;
+    p->ntables = 0;
+}
+
+/* Look the token up in PostgreSQL into p (a->mu held). */
+static int peer_fetch(api *a, const char *token, api_peer *p, sa_err *err)
+{
+    if (a->pg == NULL || PQstatus(a->pg) != CONNECTION_OK) {
+        if (a->pg != NULL)
+            PQfinish(a->pg);
+        a->pg = PQconnectdb(a->opt.pg);
+        if (PQstatus(a->pg) != CONNECTION_OK)
+            return sa_err_set(err, SA_EPG, "cannot reach PostgreSQL to check a token: %s",
+                              PQerrorMessage(a->pg));
+    }
+    const char *params[1] = {token};
+    PGresult *res = PQexecParams(
+        a->pg,
+        "SELECT p.name, p.disabled, p.tables IS NULL, "
+        "       ARRAY(SELECT n.nspname || '.' || c.relname FROM pg_catalog.unnest(p.tables) AS t(r) "
+        "             JOIN pg_catalog.pg_class c ON c.oid = t.r "
+        "             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace) "
+        "FROM softadastra.peers p "
+        "WHERE p.token_hash = pg_catalog.sha256(pg_catalog.convert_to($1, 'UTF8'))",
+        1, NULL, params, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = sa_err_set(err, SA_EPG, "cannot check a token: %s", PQresultErrorMessage(res));
+    } else {
+        peer_clear(p);
+        p->known = PQntuples(res) == 1;
+        p->fetched_ms = api_now_ms();
+        if (p->known) {
+            snprintf(p->name, sizeof p->name, "%s", PQgetvalue(res, 0, 0));
+            p->disabled = PQgetvalue(res, 0, 1)[0] == 't';
+            if (PQgetvalue(res, 0, 2)[0] != 't') {
+                /* a text[] literal of names that need no quoting but may: parse {a,"b c"} */
+                const char *s = PQgetvalue(res, 0, 3);
+                size_t cap = 8;
+                p->tables = sa_calloc(cap, sizeof *p->tables);
+                for (const char *q = s + 1; p->tables != NULL && *q != '\0' && *q != '}';) {
+                    char buf[512];
+                    size_t n = 0;
+                    if (*q == '"') {
+                        for (q++; *q != '\0' && *q != '"'; q++) {
+                            if (*q == '\\' && q[1] != '\0')
+                                q++;
+                            if (n + 1 < sizeof buf)
+                                buf[n++] = *q;
+                        }
+                        if (*q == '"')
+                            q++;
+                    } else {
+                        for (; *q != '\0' && *q != ',' && *q != '}'; q++)
+                            if (n + 1 < sizeof buf)
+                                buf[n++] = *q;
+                    }
+                    buf[n] = '\0';
+                    if (*q == ',')
+                        q++;
+                    if (p->ntables == cap) {
+                        char **t = sa_realloc(p->tables, 2 * cap * sizeof *t);
+                        if (t == NULL)
+                            break;
+                        p->tables = t;
+                        cap *= 2;
+                    }
+                    p->tables[p->ntables++] = sa_strdup(buf);
+                }
+                if (p->tables == NULL)
+                    rc = sa_err_set(err, SA_ENOMEM, "out of memory");
+            }
+        }
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* Do two tokens match?  Constant time over the longest possible token, so
+ * the time taken says nothing about how much of a guess was right. */
+static int token_eq(const char *a, const char *b)
+{
+    unsigned char d = 0;
+    int end_a = 0, end_b = 0;
+    for (size_t i = 0; i <= API_TOKEN_MAX; i++) {
+        unsigned char x = end_a ? 0 : (unsigned char)a[i], y = end_b ? 0 : (unsigned char)b[i];
+        d |= x ^ y;
+        end_a |= x == 0;
+        end_b |= y == 0;
+    }
+    return d == 0 && a[0] != '\0';
+}
+
+/* The peer a token belongs to: 0 and *out (a copy of the name and its
+ * tables, free with peer_clear), or an HTTP status answered already. */
+static int api_auth(api *a, http_req *r, api_peer *out)
+{
+    const char *token = http_req_bearer(r);
+    memset(out, 0, sizeof *out);
+    if (token == NULL || token[0] == '\0') {
+        api_error(a, r, 401, "unauthorized", "missing Authorization: Bearer token");
+        return 401;
+    }
+    if (strlen(token) > API_TOKEN_MAX) {
+        api_error(a, r, 401, "unauthorized", "unknown token");
+        return 401;
+    }
+    pthread_mutex_lock(&a->mu);
+    api_peer *p = NULL;
+    for (size_t i = 0; i < a->ncache; i++)
+        if (p == NULL && token_eq(a->cache[i].token, token))
+            p = &a->cache[i];
+    int64_t now = api_now_ms();
+    sa_err err = {0};
+    int rc = 0;
+    if (p == NULL || now - p->fetched_ms > a->opt.auth_ttl_ms) {
+        if (p == NULL) {
+            size_t slot = a->ncache < API_AUTH_CACHE ? a->ncache++ : (size_t)(now % API_AUTH_CACHE);
+            p = &a->cache[slot];
+            peer_clear(p);
+            memset(p, 0, sizeof *p);
+            snprintf(p->token, sizeof p->token, "%s", token);
+            p->fetched_ms = -1;
+        }
+        rc = peer_fetch(a, token, p, &err);
+        if (rc != 0 && p->fetched_ms < 0)
+            p->token[0] = '\0'; /* never looked up: forget it */
+    }
+    int status = 0;
+    char name[64];
+    snprintf(name, sizeof name, "%s", p->name);
+    if (rc != 0 && (p->fetched_ms < 0 || now - p->fetched_ms > 10 * a->opt.auth_ttl_ms))
+        status = 503;
+    else if (!p->known)
+        status = 401;
+    else if (p->disabled)
+        status = 403;
+    else {
+        snprintf(out->name, sizeof out->name, "%s", p->name);
+        if (p->tables != NULL) {
+            out->tables = sa_calloc(p->ntables + 1, sizeof *out->tables);
+            for (size_t i = 0; out->tables != NULL && i < p->ntables; i++)
+                out->tables[out->ntables++] = sa_strdup(p->tables[i]);
+            if (out->tables == NULL)
+                status = 503;
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (status == 503)
+        api_error(a, r, 503, "unavailable", "cannot check the token now: %s",
+                  err.msg[0] ? err.msg : "out of memory");
+    else if (status == 401)
+        api_error(a, r, 401, "unauthorized", "unknown token");
+    else if (status == 403)
+        api_error(a, r, 403, "forbidden", "peer \"%s\" is disabled", name);
+    return status;
+}
+
+/* May peer see / write table? */
+static int peer_allows(const api *a, const api_peer *p, const char *table)
+{
+    int synced = 0;
+    for (size_t i = 0; i < a->ntables && !synced; i++)
+        synced = strcmp(a->tables[i], table) == 0;
+    if (!synced)
+        return 0;
+    if (p->tables == NULL)
+        return 1;
+    for (size_t i = 0; i < p->ntables; i++)
+        if (strcmp(p->tables[i], table) == 0)
+            return 1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Query parameters
+ * ------------------------------------------------------------------- */
+
+/* An unsigned decimal parameter; def when absent.  -1 and an answer sent
+ * when malformed or above max. */
+static int param_u64(api *a, http_req *r, const char *name, uint64_t def, uint64_t max,
+                     int required, uint64_t *out)
+{
+    const char *s = http_req_query(r, name);
+    if (s == NULL) {
+        if (required) {
+            api_error(a, r, 400, "bad_request", "query parameter \"%s\" is required", name);
+            return -1;
+        }
+        *out = def;
+        return 0;
+    }
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || *end != '\0' || errno != 0 || v > max) {
+        api_error(a, r, 400, "bad_request", "query parameter \"%s\" must be an integer in 0..%" PRIu64,
+                  name, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * /v1/changes
+ * ------------------------------------------------------------------- */
+
+typedef struct api_wait {
+    api *a;
+    http_req *req;
+    api_peer peer;
+    uint64_t after;
+    uint64_t limit;
+    int64_t deadline_ms, last_beat_ms;
+    char *body; /* the answer, once made */
+    size_t len, off;
+} api_wait;
+
+typedef struct changes_ctx {
+    api *a;
+    const api_peer *peer;
+    json_t *ops;
+    size_t bytes;
+    uint64_t last;
+    int err;
+} changes_ctx;
+
+static int changes_cb(const sa_wal_rec *rec, void *vctx)
+{
+    changes_ctx *cx = vctx;
+    cx->last = rec->seq;
+    if (!peer_allows(cx->a, cx->peer, rec->op->table))
+        return 0; /* not this peer's: skipped, the cursor moves past it */
+    json_t *j = NULL;
+    sa_err err;
+    if (sa_op_to_json(rec->op, &j, &err) != 0) {
+        cx->err = 1;
+        return 1;
+    }
+    json_object_set_new(j, "seq", json_integer((json_int_t)rec->seq));
+    if (rec->group_end)
+        json_object_set_new(j, "txn_end", json_true());
+    json_array_append_new(cx->ops, j);
+    cx->bytes += rec->bytes;
+    return 0;
+}
+
+/* Make the answer of w from the WAL as it is now: 1 made, 0 nothing yet
+ * (and the wait not over), -1 failed (w->body holds an error answer). */
+static int changes_make(api_wait *w, int final)
+{
+    api *a = w->a;
+    sa_err err = {0};
+    sa_wal_info wi;
+    if (sa_wal_info_get(a->store, &wi, &err) != 0)
+        return -1;
+    uint64_t head = wi.durable_seq < wi.last_seq ? wi.durable_seq : wi.last_seq;
+    if (head <= w->after && !final)
+        return 0;
+    changes_ctx cx = {.a = a, .peer = &w->peer, .ops = json_array(), .last = w->after};
+    uint64_t next = w->after + 1;
+    if (head > w->after &&
+        sa_wal_read(a->store, w->after + 1, (size_t)w->limit, API_CHANGES_MAX_BYTES, 1, changes_cb,
+                    &cx, &next, &err) != 0) {
+        json_decref(cx.ops);
+        return -1;
+    }
+    if (cx.err) {
+        json_decref(cx.ops);
+        return -1;
+    }
+    /* only ops this peer may not see: answered anyway, so its cursor moves */
+    json_t *j = json_object();
+    json_object_set_new(j, "instance", json_string(a->instance));
+    json_object_set_new(j, "ops", cx.ops);
+    json_object_set_new(j, "next", json_integer((json_int_t)cx.last));
+    json_object_set_new(j, "head", json_integer((json_int_t)head));
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (s == NULL)
+        return -1;
+    w->len = strlen(s) + 1;
+    w->body = malloc(w->len);
+    if (w->body == NULL) {
+        free(s);
+        return -1;
+    }
+    memcpy(w->body, s, w->len - 1);
+    w->body[w->len - 1] = '\n';
+    free(s);
+    return 1;
+}
+
+static void wait_free(void *vw)
+{
+    api_wait *w = vw;
+    peer_clear(&w->peer);
+    free(w->body);
+    sa_free(w);
+}
+
+static ssize_t changes_produce(void *vw, char *buf, size_t max)
+{
+    api_wait *w = vw;
+    if (w->body == NULL) {
+        int64_t now = api_now_ms();
+        int rc = changes_make(w, now >= w->deadline_ms);
+        if (rc < 0)
+            return -1;
+        if (rc == 0) {
+            if (now - w->last_beat_ms >= API_HEARTBEAT_MS) {
+                w->last_beat_ms = now;
+                buf[0] = '\n'; /* whitespace before the JSON: keeps proxies patient */
+                return 1;
+            }
+            return HTTP_STREAM_WAIT;
+        }
+    }
+    if (w->off >= w->len)
+        return 0;
+    size_t n = w->len - w->off < max ? w->len - w->off : max;
+    memcpy(buf, w->body + w->off, n);
+    w->off += n;
+    return (ssize_t)n;
+}
+
+static void route_changes(api *a, http_req *r, api_peer *peer)
+{
+    uint64_t after, limit, wait;
+    if (param_u64(a, r, "after", 0, UINT64_MAX - 1, 1, &after) != 0 ||
+        param_u64(a, r, "limit", (uint64_t)a->opt.changes_max_ops, 100000, 0, &limit) != 0 ||
+        param_u64(a, r, "wait", 0, API_MAX_WAIT_S, 0, &wait) != 0) {
+        peer_clear(peer);
+        return;
+    }
+    if (limit == 0)
+        limit = 1;
+    const char *inst = http_req_query(r, "instance");
+    sa_err err = {0};
+    sa_wal_info wi;
+    if (sa_wal_info_get(a->store, &wi, &err) != 0) {
+        api_error(a, r, 500, "internal", "%s", err.msg);
+        peer_clear(peer);
+        return;
+    }
+    void *rv = NULL;
+    size_t rl = 0;
+    uint64_t resync = 0;
+    if (sa_store_meta_get(a->store, "ingest.resync_seq", &rv, &rl, &err) == 0 && rl > 0 && rl < 32) {
+        char tmp[32];
+        memcpy(tmp, rv, rl);
+        tmp[rl] = '\0';
+        resync = strtoull(tmp, NULL, 10);
+    }
+    sa_free(rv);
+    const char *why = NULL;
+    if (inst != NULL && strcmp(inst, a->instance) != 0)
+        why = "the cursor belongs to another bridge instance";
+    else if (after + 1 < wi.first_seq && wi.count > 0)
+        why = "the cursor is below the retained WAL";
+    else if (after > wi.last_seq)
+        why = "the cursor is ahead of this bridge's WAL";
+    else if (after > 0 && after < resync)
+        why = "the WAL was resynced after the cursor";
+    if (why != NULL) {
+        json_t *j = json_object();
+        json_object_set_new(j, "error", json_string("must_resnapshot"));
+        json_object_set_new(j, "message", json_string(why));
+        json_object_set_new(j, "first", json_integer((json_int_t)wi.first_seq));
+        json_object_set_new(j, "head", json_integer((json_int_t)wi.last_seq));
+        api_json(a, r, 409, j, NULL);
+        peer_clear(peer);
+        return;
+    }
+    /* the peer holds everything up to after: record it durably */
+    sa_batch *b = NULL;
+    int rc = sa_batch_new(&b, &err);
+    if (rc == 0)
+        rc = sa_batch_cursor_ack(b, peer->name, after, &err);
+    if (rc == 0)
+        rc = sa_store_commit(a->store, b, NULL, &err);
+    sa_batch_free(b);
+    if (rc != 0) {
+        api_error(a, r, 503, "unavailable", "cannot record the cursor: %s", err.msg);
+        peer_clear(peer);
+        return;
+    }
+    api_wait *w = sa_calloc(1, sizeof *w);
+    if (w == NULL) {
+        api_error(a, r, 503, "unavailable", "out of memory");
+        peer_clear(peer);
+        return;
+    }
+    w->a = a;
+    w->req = r;
+    w->peer = *peer; /* takes the tables */
+    w->after = after;
+    w->limit = limit;
+    w->last_beat_ms = api_now_ms();
+    w->deadline_ms = w->last_beat_ms + (int64_t)wait * 1000;
+    /* the stream looks at the WAL every API_POLL_MS while it waits: a
+     * cheap read of the store's counters, and no thread held */
+    http_respond_stream(r, 200, "application/json", changes_produce, w, wait_free, API_POLL_MS);
+}
+
+/* ---------------------------------------------------------------------
+ * /v1/snapshot
+ * ------------------------------------------------------------------- */
+
+typedef struct snap_ctx {
+    api *a;
+    api_peer peer;
+    sa_snapshot *snap;
+    sa_state_iter *it;
+    size_t table; /* index into a->tables */
+    int phase;    /* 0 begin, 1 rows, 2 end, 3 done */
+    char *line;   /* the current line, being sent */
+    size_t len, off;
+} snap_ctx;
+
+static void snap_free(void *v)
+{
+    snap_ctx *s = v;
+    sa_state_iter_close(s->it);
+    sa_snapshot_close(s->snap);
+    peer_clear(&s->peer);
+    free(s->line);
+    sa_free(s);
+}
+
+static int snap_set_line(snap_ctx *s, json_t *j)
+{
+    char *d = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (d == NULL)
+        return -1;
+    size_t n = strlen(d);
+    free(s->line);
+    s->line = malloc(n + 1);
+    if (s->line == NULL) {
+        free(d);
+        return -1;
+    }
+    memcpy(s->line, d, n);
+    s->line[n] = '\n';
+    s->len = n + 1;
+    s->off = 0;
+    free(d);
+    return 0;
+}
+
+/* The next line into s->line: 1, 0 at the end, -1 on error. */
+static int snap_next_line(snap_ctx *s)
+{
+    api *a = s->a;
+    sa_err err;
+    if (s->phase == 0) {
+        json_t *j = json_object(), *t = json_array();
+        json_object_set_new(j, "type", json_string("begin"));
+        json_object_set_new(j, "instance", json_string(a->instance));
+        json_object_set_new(j, "seq", json_integer((json_int_t)sa_snapshot_seq(s->snap)));
+        for (size_t i = 0; i < a->ntables; i++)
+            if (peer_allows(a, &s->peer, a->tables[i]))
+                json_array_append_new(t, json_string(a->tables[i]));
+        json_object_set_new(j, "tables", t);
+        s->phase = 1;
+        return snap_set_line(s, j) == 0 ? 1 : -1;
+    }
+    while (s->phase == 1) {
+        if (s->it == NULL) {
+            while (s->table < a->ntables && !peer_allows(a, &s->peer, a->tables[s->table]))
+                s->table++;
+            if (s->table >= a->ntables) {
+                s->phase = 2;
+                break;
+            }
+            if (sa_state_iter_open(s->snap, a->tables[s->table], &s->it, &err) != 0)
+                return -1;
+        }
+        const sa_row *row;
+        int rc = sa_state_iter_next(s->it, &row, &err);
+        if (rc < 0)
+            return -1;
+        if (rc == 0) {
+            sa_state_iter_close(s->it);
+            s->it = NULL;
+            s->table++;
+            continue;
+        }
+        sa_op op;
+        memset(&op, 0, sizeof op);
+        op.origin = row->origin != NULL && row->origin[0] ? row->origin : "pg";
+        op.seq = row->seq;
+        op.hlc = row->hlc;
+        op.kind = SA_OP_INSERT;
+        op.table = row->table;
+        op.key = row->key;
+        op.nkey = row->nkey;
+        op.cols = row->cols;
+        op.ncols = row->ncols;
+        json_t *j = NULL;
+        if (sa_op_to_json(&op, &j, &err) != 0)
+            return -1;
+        json_object_set_new(j, "type", json_string("row"));
+        json_object_del(j, "kind");
+        return snap_set_line(s, j) == 0 ? 1 : -1;
+    }
+    if (s->phase == 2) {
+        json_t *j = json_object();
+        json_object_set_new(j, "type", json_string("end"));
+        json_object_set_new(j, "seq", json_integer((json_int_t)sa_snapshot_seq(s->snap)));
+        s->phase = 3;
+        return snap_set_line(s, j) == 0 ? 1 : -1;
+    }
+    return 0;
+}
+
+static ssize_t snap_produce(void *v, char *buf, size_t max)
+{
+    snap_ctx *s = v;
+    if (s->off >= s->len) {
+        int rc = snap_next_line(s);
+        if (rc <= 0)
+            return rc; /* 0: end, -1: error (the connection is cut: the edge retries) */
+    }
+    size_t n = s->len - s->off < max ? s->len - s->off : max;
+    memcpy(buf, s->line + s->off, n);
+    s->off += n;
+    return (ssize_t)n;
+}
+
+static void route_snapshot(api *a, http_req *r, api_peer *peer)
+{
+    snap_ctx *s = sa_calloc(1, sizeof *s);
+    sa_err err = {0};
+    if (s == NULL || sa_snapshot_open(a->store, &s->snap, &err) != 0) {
+        api_error(a, r, 503, "unavailable", "cannot open a snapshot: %s",
+                  s == NULL ? "out of memory" : err.msg);
+        sa_free(s);
+        peer_clear(peer);
+        return;
+    }
+    s->a = a;
+    s->peer = *peer;
+    http_respond_stream(r, 200, "application/x-ndjson", snap_produce, s, snap_free, 0);
+}
+
+/* ---------------------------------------------------------------------
+ * /v1/ops
+ * ------------------------------------------------------------------- */
+
+static uint64_t inbox_hi(api *a, const char *origin)
+{
+    char key[128];
+    snprintf(key, sizeof key, API_META_INBOX_HI "%s", origin);
+    void *v = NULL;
+    size_t len = 0;
+    sa_err err;
+    uint64_t hi = 0;
+    if (sa_store_meta_get(a->store, key, &v, &len, &err) == 0 && len > 0 && len < 32) {
+        char tmp[32];
+        memcpy(tmp, v, len);
+        tmp[len] = '\0';
+        hi = strtoull(tmp, NULL, 10);
+    }
+    sa_free(v);
+    return hi;
+}
+
+static void route_ops(api *a, http_req *r, api_peer *peer)
+{
+    size_t len = 0;
+    const void *body = http_req_body(r, &len);
+    json_error_t je;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    sa_op **ops = NULL;
+    size_t nops = 0;
+    sa_batch *b = NULL;
+    sa_err err = {0};
+    if (root == NULL) {
+        api_error(a, r, 400, "bad_request", "malformed JSON at line %d column %d: %s", je.line,
+                  je.column, je.text);
+        goto done;
+    }
+    json_t *je_epoch = json_object_get(root, "epoch"), *jops = json_object_get(root, "ops");
+    if (!json_is_object(root) || !json_is_integer(je_epoch) || json_integer_value(je_epoch) < 0 ||
+        !json_is_array(jops)) {
+        api_error(a, r, 400, "bad_request",
+                  "the body must be {\"epoch\": integer >= 0, \"ops\": [op, ...]}");
+        goto done;
+    }
+    uint64_t epoch = (uint64_t)json_integer_value(je_epoch);
+    char origin[96];
+    snprintf(origin, sizeof origin, "%s@%" PRIu64, peer->name, epoch);
+    nops = json_array_size(jops);
+    ops = sa_calloc(nops + 1, sizeof *ops);
+    if (ops == NULL) {
+        api_error(a, r, 503, "unavailable", "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < nops; i++) {
+        if (sa_op_from_json(json_array_get(jops, i), &ops[i], &err) != 0) {
+            api_error(a, r, 400, "bad_request", "op %zu: %s", i, err.msg);
+            goto done;
+        }
+        const sa_op *op = ops[i];
+        if (strcmp(op->origin, peer->name) != 0 || op->epoch != epoch) {
+            api_error(a, r, 400, "bad_request", "op %zu: origin \"%s\" epoch %" PRIu64
+                      " is not this peer's (\"%s\", epoch %" PRIu64 ")", i, op->origin, op->epoch,
+                      peer->name, epoch);
+            goto done;
+        }
+        if (op->kind == SA_OP_TRUNCATE || !peer_allows(a, peer, op->table)) {
+            api_error(a, r, 403, "forbidden", "op %zu: peer \"%s\" may not %s table \"%s\"", i,
+                      peer->name, op->kind == SA_OP_TRUNCATE ? "truncate" : "write", op->table);
+            goto done;
+        }
+    }
+    uint64_t count = 0, bytes = 0;
+    if (sa_inbox_stats(a->store, &count, &bytes, &err) == 0 && bytes > a->opt.inbox_cap) {
+        static const char *const hdr[] = {"Retry-After", "5", NULL};
+        json_t *j = json_object();
+        json_object_set_new(j, "error", json_string("inbox_full"));
+        json_object_set_new(j, "message", json_string("the bridge's inbox is full; retry later"));
+        api_json(a, r, 503, j, hdr);
+        goto done;
+    }
+    /* one writer per origin at a time decides the seqs: the mutex */
+    pthread_mutex_lock(&a->mu);
+    uint64_t hi = inbox_hi(a, origin), start = hi;
+    int rc = sa_batch_new(&b, &err);
+    for (size_t i = 0; rc == 0 && i < nops; i++) {
+        if (ops[i]->seq <= hi)
+            continue; /* accepted before */
+        if (ops[i]->seq != hi + 1) {
+            pthread_mutex_unlock(&a->mu);
+            json_t *j = json_object();
+            json_object_set_new(j, "error", json_string("gap"));
+            json_object_set_new(j, "message", json_string("ops must follow each other without a gap"));
+            json_object_set_new(j, "expected", json_integer((json_int_t)(start + 1)));
+            json_object_set_new(j, "accepted", json_integer((json_int_t)start));
+            api_json(a, r, 409, j, NULL);
+            goto done;
+        }
+        rc = sa_batch_inbox_put(b, origin, ops[i], &err);
+        hi = ops[i]->seq;
+    }
+    if (rc == 0 && hi != start) {
+        char key[128], val[32];
+        snprintf(key, sizeof key, API_META_INBOX_HI "%s", origin);
+        int n = snprintf(val, sizeof val, "%" PRIu64, hi);
+        if ((rc = sa_batch_meta_put(b, key, val, (size_t)n, &err)) == 0)
+            rc = sa_store_commit(a->store, b, NULL, &err); /* durable before the answer */
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (rc != 0) {
+        api_error(a, r, 503, "unavailable", "cannot store the ops: %s", err.msg);
+        goto done;
+    }
+    json_t *j = json_object();
+    json_object_set_new(j, "accepted", json_integer((json_int_t)hi));
+    api_json(a, r, 200, j, NULL);
+done:
+    for (size_t i = 0; ops != NULL && i < nops; i++)
+        sa_op_free(ops[i]);
+    sa_free(ops);
+    sa_batch_free(b);
+    json_decref(root);
+    peer_clear(peer);
+}
+
+/* ---------------------------------------------------------------------
+ * Routing
+ * ------------------------------------------------------------------- */
+
+static void api_handle(void *ctx, http_req *r)
+{
+    api *a = ctx;
+    const char *m = http_req_method(r), *path = http_req_path(r);
+    if (strcmp(path, "/healthz") == 0) {
+        sa_wal_info wi;
+        sa_err err;
+        json_t *j = json_object();
+        if (sa_wal_info_get(a->store, &wi, &err) == 0) {
+            json_object_set_new(j, "status", json_string("ok"));
+            json_object_set_new(j, "head", json_integer((json_int_t)wi.last_seq));
+            json_object_set_new(j, "durable", json_integer((json_int_t)wi.durable_seq));
+            api_json(a, r, 200, j, NULL);
+        } else {
+            json_object_set_new(j, "status", json_string("failing"));
+            json_object_set_new(j, "message", json_string(err.msg));
+            api_json(a, r, 503, j, NULL);
+        }
+        return;
+    }
+    int known = strcmp(path, "/v1/changes") == 0 || strcmp(path, "/v1/snapshot") == 0 ||
+                strcmp(path, "/v1/ops") == 0;
+    if (!known) {
+        api_error(a, r, 404, "not_found", "no such endpoint: %s", path);
+        return;
+    }
+    int post = strcmp(path, "/v1/ops") == 0;
+    if (strcmp(m, post ? "POST" : "GET") != 0) {
+        static const char *const allow_get[] = {"Allow", "GET", NULL};
+        static const char *const allow_post[] = {"Allow", "POST", NULL};
+        json_t *j = json_object();
+        json_object_set_new(j, "error", json_string("method_not_allowed"));
+        json_object_set_new(j, "message", json_string(post ? "use POST" : "use GET"));
+        api_json(a, r, 405, j, post ? allow_post : allow_get);
+        return;
+    }
+    api_peer peer;
+    if (api_auth(a, r, &peer) != 0)
+        return;
+    if (strcmp(path, "/v1/changes") == 0)
+        route_changes(a, r, &peer);
+    else if (strcmp(path, "/v1/snapshot") == 0)
+        route_snapshot(a, r, &peer);
+    else
+        route_ops(a, r, &peer);
+}
+
+int api_start(const api_options *o, sa_store *store, const char *instance, char *const *tables,
+              size_t ntables, api **out, sa_err *err)
+{
+    api *a = sa_calloc(1, sizeof *a);
+    if (a == NULL)
+        return sa_err_set(err, SA_ENOMEM, "out of memory");
+    a->opt = *o;
+    a->store = store;
+    snprintf(a->instance, sizeof a->instance, "%s", instance);
+    pthread_mutex_init(&a->mu, NULL);
+    a->tables = sa_calloc(ntables + 1, sizeof *a->tables);
+    int rc = a->tables == NULL ? sa_err_set(err, SA_ENOMEM, "out of memory") : 0;
+    for (size_t i = 0; rc == 0 && i < ntables; i++) {
+        if ((a->tables[i] = sa_strdup(tables[i])) == NULL)
+            rc = sa_err_set(err, SA_ENOMEM, "out of memory");
+        else
+            a->ntables++;
+    }
+    http_limits lim;
+    http_limits_init(&lim);
+    lim.max_body = o->max_body;
+    if (rc == 0)
+        rc = http_start(o->listen, &lim, api_handle, a, &a->http, err);
+    if (rc != 0) {
+        api_stop(a);
+        return rc;
+    }
+    *out = a;
+    return 0;
+}
+
+int api_port(const api *a) { return http_port(a->http); }
+
+void api_stop(api *a)
+{
+    if (a == NULL)
+        return;
+    http_stop(a->http); /* frees every pending stream (and so every waiter) */
+    for (size_t i = 0; i < a->ncache; i++)
+        peer_clear(&a->cache[i]);
+    if (a->pg != NULL)
+        PQfinish(a->pg);
+    for (size_t i = 0; i < a->ntables; i++)
+        sa_free(a->tables[i]);
+    sa_free(a->tables);
+    pthread_mutex_destroy(&a->mu);
+    sa_free(a);
+}

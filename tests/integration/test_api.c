@@ -1,0 +1,440 @@
+/*
+ * test_api.c — the bridge's HTTP API v1 over real HTTP: a real sa-bridge
+ * process on a real PostgreSQL (with the softadastra extension for peers
+ * and tokens), talked to with libcurl.
+ *
+ *   auth        missing, wrong, disabled, rotated tokens; tables a peer may
+ *               not read never appear, tables it may not write are refused
+ *   snapshot    NDJSON begin/rows/end, consistent with the table
+ *   changes     long poll answered when a commit arrives; cursors from
+ *               another instance or ahead of the WAL get 409
+ *   ops         durable, idempotent, gaps refused with the expected seq,
+ *               malformed and oversized bodies refused, state kept across a
+ *               bridge restart
+ *
+ * Skipped (not failed) when the extension is not installed; ./test.sh
+ * installs it first.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ingest_util.h"
+
+static sa_pgh *g_h;
+static PGconn *g_c;
+static it_bridge g_b;
+static char g_data[1024];
+static int g_ok;
+static int g_port;
+static char g_token[128], g_token_items_only[128];
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (g_b.pid > 0)
+        it_bridge_stop(&g_b, SIGKILL);
+    if (!g_ok && g_b.log[0] != '\0') {
+        fprintf(stderr, "---- sa-bridge log (%s) ----\n", g_b.log);
+        it_bridge_dump_log(&g_b, 80);
+    }
+    if (g_c != NULL)
+        PQfinish(g_c);
+    g_c = NULL;
+    sa_pgh_stop(g_h);
+    g_h = NULL;
+    if (g_data[0] != '\0') {
+        it_rmrf(g_data);
+        if (g_ok)
+            unlink(g_b.log);
+    }
+    memset(&g_b, 0, sizeof g_b);
+    g_data[0] = '\0';
+    g_ok = 0;
+    return 0;
+}
+
+__attribute__((format(printf, 1, 2))) static void sql(const char *fmt, ...)
+{
+    char buf[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    PGresult *r = PQexec(g_c, buf);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        fail_msg("%.300s: %s", buf, PQerrorMessage(g_c));
+    PQclear(r);
+}
+
+static void q1(const char *query, char *out, size_t cap)
+{
+    PGresult *r = PQexec(g_c, query);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+        fail_msg("%s: %s", query, PQerrorMessage(g_c));
+    snprintf(out, cap, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+}
+
+/* ---- HTTP ------------------------------------------------------------ */
+
+typedef struct resp {
+    long status;
+    char *body;
+    size_t len;
+} resp;
+
+static size_t on_data(char *p, size_t size, size_t n, void *ctx)
+{
+    resp *r = ctx;
+    char *b = realloc(r->body, r->len + size * n + 1);
+    if (b == NULL)
+        return 0;
+    memcpy(b + r->len, p, size * n);
+    r->len += size * n;
+    b[r->len] = '\0';
+    r->body = b;
+    return size * n;
+}
+
+/* method GET (body NULL) or POST; token NULL: no Authorization. */
+static resp http(const char *path, const char *token, const char *body, size_t body_len)
+{
+    resp r = {0, NULL, 0};
+    char url[512], auth[300];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", g_port, path);
+    CURL *c = curl_easy_init();
+    struct curl_slist *h = NULL;
+    if (token != NULL) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+        h = curl_slist_append(h, auth);
+    }
+    if (body != NULL) {
+        h = curl_slist_append(h, "Content-Type: application/json");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    CURLcode cc = curl_easy_perform(c);
+    if (cc != CURLE_OK)
+        fail_msg("%s: %s", path, curl_easy_strerror(cc));
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    if (r.body == NULL)
+        r.body = calloc(1, 1);
+    return r;
+}
+
+static json_t *json_of(const resp *r)
+{
+    json_error_t e;
+    json_t *j = json_loads(r->body, JSON_DECODE_ANY, &e);
+    if (j == NULL)
+        fail_msg("not JSON (%s): %.300s", e.text, r->body);
+    return j;
+}
+
+static void expect_status(const resp *r, long status, const char *what)
+{
+    if (r->status != status)
+        fail_msg("%s: HTTP %ld, expected %ld: %.400s", what, r->status, status, r->body);
+}
+
+/* ---- set-up ---------------------------------------------------------- */
+
+static void start_bridge(void)
+{
+    const char *extra[] = {"--listen", "127.0.0.1:0", NULL};
+    if (g_data[0] == '\0')
+        it_data_dir(g_data, sizeof g_data, "api");
+    long from = g_b.log[0] != '\0' ? it_log_size(&g_b) : 0;
+    if (it_bridge_start(&g_b, sa_pgh_conninfo(g_h), g_data, NULL, extra) != 0)
+        fail_msg("cannot start sa-bridge");
+    int st = 0;
+    if (it_wait_log(&g_b, from, "streaming from slot", 60000, &st) != 1)
+        fail_msg("sa-bridge did not start streaming");
+    /* the port it picked */
+    FILE *f = fopen(g_b.log, "r");
+    char line[4096];
+    g_port = 0;
+    fseek(f, from, SEEK_SET);
+    while (fgets(line, sizeof line, f) != NULL) {
+        const char *p = strstr(line, "HTTP API v1 listening on 127.0.0.1:");
+        if (p != NULL)
+            g_port = atoi(p + strlen("HTTP API v1 listening on 127.0.0.1:"));
+    }
+    fclose(f);
+    if (g_port <= 0)
+        fail_msg("the bridge did not log its HTTP port");
+}
+
+static int setup_world(void)
+{
+    sa_err err = {0};
+    if (sa_pgh_start(NULL, &g_h, &err) != 0)
+        fail_msg("cannot start PostgreSQL: %s", err.msg);
+    g_c = PQconnectdb(sa_pgh_conninfo(g_h));
+    PGresult *r = PQexec(g_c, "CREATE EXTENSION softadastra");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        printf("# SKIP: softadastra extension not installed: %s", PQresultErrorMessage(r));
+        PQclear(r);
+        return 0;
+    }
+    PQclear(r);
+    sql("CREATE TABLE items (id int PRIMARY KEY, name text, price numeric);"
+        "CREATE TABLE secrets (id int PRIMARY KEY, v text);"
+        "INSERT INTO items SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 20) g;"
+        "INSERT INTO secrets VALUES (1, 'hidden');"
+        "SELECT softadastra.add_table('items'); SELECT softadastra.add_table('secrets')");
+    q1("SELECT softadastra.create_peer('till1')", g_token, sizeof g_token);
+    q1("SELECT softadastra.create_peer('till2', ARRAY['items']::regclass[])", g_token_items_only,
+       sizeof g_token_items_only);
+    start_bridge();
+    return 1;
+}
+
+/* ---- tests ----------------------------------------------------------- */
+
+static void test_api_end_to_end(void **state)
+{
+    (void)state;
+    if (!setup_world()) {
+        g_ok = 1;
+        skip();
+    }
+
+    /* healthz: no auth, names the instance */
+    resp r = http("/healthz", NULL, NULL, 0);
+    expect_status(&r, 200, "healthz");
+    json_t *j = json_of(&r);
+    const char *instance = json_string_value(json_object_get(j, "instance"));
+    assert_non_null(instance);
+    assert_int_equal(strlen(instance), 32);
+    char inst[33];
+    snprintf(inst, sizeof inst, "%s", instance);
+    json_decref(j);
+    free(r.body);
+
+    /* auth */
+    r = http("/v1/changes?after=0", NULL, NULL, 0);
+    expect_status(&r, 401, "no token");
+    free(r.body);
+    r = http("/v1/changes?after=0", "not-a-token", NULL, 0);
+    expect_status(&r, 401, "wrong token");
+    free(r.body);
+    sql("SELECT softadastra.create_peer('gone')");
+    char gone[128];
+    q1("SELECT softadastra.rotate_token('gone')", gone, sizeof gone);
+    sql("SELECT softadastra.disable_peer('gone')");
+    r = http("/v1/changes?after=0", gone, NULL, 0);
+    expect_status(&r, 403, "disabled peer");
+    free(r.body);
+    r = http("/v1/nothing", g_token, NULL, 0);
+    expect_status(&r, 404, "unknown endpoint");
+    free(r.body);
+    r = http("/v1/snapshot", g_token, "{}", 2);
+    expect_status(&r, 405, "POST to snapshot");
+    free(r.body);
+
+    /* snapshot: every items row; the restricted peer never sees secrets */
+    r = http("/v1/snapshot", g_token, NULL, 0);
+    expect_status(&r, 200, "snapshot");
+    int rows = 0, secrets = 0, begin = 0, end = 0;
+    long long seq_begin = -1, seq_end = -2;
+    for (char *line = strtok(r.body, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        json_t *l = json_loads(line, 0, NULL);
+        assert_non_null(l);
+        const char *type = json_string_value(json_object_get(l, "type"));
+        if (strcmp(type, "begin") == 0) {
+            begin++;
+            seq_begin = json_integer_value(json_object_get(l, "seq"));
+            assert_string_equal(json_string_value(json_object_get(l, "instance")), inst);
+        } else if (strcmp(type, "end") == 0) {
+            end++;
+            seq_end = json_integer_value(json_object_get(l, "seq"));
+        } else {
+            const char *t = json_string_value(json_object_get(l, "table"));
+            if (strcmp(t, "public.items") == 0) {
+                rows++;
+                json_t *cols = json_object_get(l, "cols");
+                int id = (int)json_integer_value(json_object_get(json_object_get(l, "key"), "id"));
+                char want[32];
+                snprintf(want, sizeof want, "item %d", id);
+                assert_string_equal(json_string_value(json_object_get(cols, "name")), want);
+            } else {
+                secrets++;
+            }
+        }
+        json_decref(l);
+    }
+    free(r.body);
+    assert_int_equal(begin, 1);
+    assert_int_equal(end, 1);
+    assert_int_equal(rows, 20);
+    assert_int_equal(secrets, 1);
+    assert_true(seq_begin == seq_end && seq_begin > 0);
+
+    r = http("/v1/snapshot", g_token_items_only, NULL, 0);
+    expect_status(&r, 200, "snapshot (items only)");
+    assert_null(strstr(r.body, "public.secrets"));
+    assert_non_null(strstr(r.body, "public.items"));
+    free(r.body);
+
+    /* changes: a long poll answered by a commit */
+    char path[256];
+    snprintf(path, sizeof path, "/v1/changes?after=%lld&wait=20&instance=%s", seq_begin, inst);
+    pid_t writer = fork(); /* commits a second after the poll starts */
+    if (writer == 0) {
+        PGconn *c = PQconnectdb(sa_pgh_conninfo(g_h));
+        it_sleep_ms(1000);
+        PQclear(PQexec(c, "INSERT INTO items VALUES (100, 'new', 1); INSERT INTO secrets VALUES (2, 'x')"));
+        PQfinish(c);
+        _exit(0);
+    }
+    int64_t t0 = it_now_ms();
+    r = http(path, g_token_items_only, NULL, 0);
+    int64_t took = it_now_ms() - t0;
+    waitpid(writer, NULL, 0);
+    expect_status(&r, 200, "changes");
+    if (took < 800 || took > 15000)
+        fail_msg("the long poll answered after %lld ms: not when the commit arrived", (long long)took);
+    j = json_of(&r);
+    json_t *ops = json_object_get(j, "ops");
+    assert_true(json_array_size(ops) >= 1);
+    for (size_t i = 0; i < json_array_size(ops); i++)
+        assert_string_equal(json_string_value(json_object_get(json_array_get(ops, i), "table")),
+                            "public.items");
+    long long next = json_integer_value(json_object_get(j, "next"));
+    long long head = json_integer_value(json_object_get(j, "head"));
+    assert_true(next > seq_begin && next <= head);
+    json_decref(j);
+    free(r.body);
+
+    /* a quiet long poll waits, then answers with no ops */
+    snprintf(path, sizeof path, "/v1/changes?after=%lld&wait=1", head);
+    int64_t t1 = it_now_ms();
+    r = http(path, g_token, NULL, 0);
+    expect_status(&r, 200, "quiet changes");
+    assert_true(it_now_ms() - t1 >= 900);
+    j = json_of(&r);
+    assert_int_equal(json_array_size(json_object_get(j, "ops")), 0);
+    json_decref(j);
+    free(r.body);
+
+    /* cursors the bridge cannot serve */
+    snprintf(path, sizeof path, "/v1/changes?after=%lld", head + 1000);
+    r = http(path, g_token, NULL, 0);
+    expect_status(&r, 409, "cursor ahead");
+    assert_non_null(strstr(r.body, "must_resnapshot"));
+    free(r.body);
+    r = http("/v1/changes?after=1&instance=00000000000000000000000000000000", g_token, NULL, 0);
+    expect_status(&r, 409, "other instance");
+    free(r.body);
+    r = http("/v1/changes?after=-1", g_token, NULL, 0);
+    expect_status(&r, 400, "bad after");
+    free(r.body);
+    r = http("/v1/changes", g_token, NULL, 0);
+    expect_status(&r, 400, "no after");
+    free(r.body);
+
+    /* ops: durable, idempotent, gaps refused */
+    const char *batch =
+        "{\"epoch\": 1, \"ops\": ["
+        "{\"origin\":\"till1\",\"epoch\":1,\"seq\":1,\"hlc\":5,\"kind\":\"insert\",\"table\":\"public.items\","
+        " \"key\":{\"id\":500},\"cols\":{\"name\":\"from till1\"},\"types\":{\"id\":23,\"name\":25}},"
+        "{\"origin\":\"till1\",\"epoch\":1,\"seq\":2,\"hlc\":6,\"kind\":\"delete\",\"table\":\"public.items\","
+        " \"key\":{\"id\":1},\"cols\":{},\"types\":{\"id\":23}}]}";
+    r = http("/v1/ops", g_token, batch, strlen(batch));
+    expect_status(&r, 200, "push");
+    j = json_of(&r);
+    assert_int_equal(json_integer_value(json_object_get(j, "accepted")), 2);
+    json_decref(j);
+    free(r.body);
+    r = http("/v1/ops", g_token, batch, strlen(batch));
+    expect_status(&r, 200, "push again");
+    assert_non_null(strstr(r.body, "\"accepted\":2"));
+    free(r.body);
+    const char *gap = "{\"epoch\": 1, \"ops\": ["
+                      "{\"origin\":\"till1\",\"epoch\":1,\"seq\":4,\"hlc\":7,\"kind\":\"delete\","
+                      "\"table\":\"public.items\",\"key\":{\"id\":2},\"cols\":{},\"types\":{\"id\":23}}]}";
+    r = http("/v1/ops", g_token, gap, strlen(gap));
+    expect_status(&r, 409, "gap");
+    assert_non_null(strstr(r.body, "\"expected\":3"));
+    free(r.body);
+    const char *bad = "{\"epoch\": 1, \"ops\": [{\"origin\":\"till1\"";
+    r = http("/v1/ops", g_token, bad, strlen(bad));
+    expect_status(&r, 400, "malformed JSON");
+    free(r.body);
+    const char *badop = "{\"epoch\": 1, \"ops\": [{\"origin\":\"till1\",\"epoch\":1,\"seq\":3,"
+                        "\"hlc\":7,\"kind\":\"upsert\",\"table\":\"public.items\",\"key\":{},\"cols\":{}}]}";
+    r = http("/v1/ops", g_token, badop, strlen(badop));
+    expect_status(&r, 400, "bad kind");
+    free(r.body);
+    const char *other = "{\"epoch\": 1, \"ops\": [{\"origin\":\"till2\",\"epoch\":1,\"seq\":1,"
+                        "\"hlc\":7,\"kind\":\"insert\",\"table\":\"public.secrets\",\"key\":{\"id\":9},"
+                        "\"cols\":{\"v\":\"x\"},\"types\":{\"id\":23,\"v\":25}}]}";
+    r = http("/v1/ops", g_token_items_only, other, strlen(other));
+    expect_status(&r, 403, "table not allowed for writing");
+    free(r.body);
+    r = http("/v1/ops", g_token, other, strlen(other));
+    expect_status(&r, 400, "another peer's op");
+    free(r.body);
+    size_t big_len = 9u << 20;
+    char *big = malloc(big_len);
+    memset(big, ' ', big_len);
+    r = http("/v1/ops", g_token, big, big_len);
+    expect_status(&r, 413, "oversized body");
+    free(r.body);
+    free(big);
+
+    /* across a restart: the accepted seqs and the instance are kept */
+    it_bridge_stop(&g_b, SIGTERM);
+    start_bridge();
+    r = http("/v1/ops", g_token, batch, strlen(batch));
+    expect_status(&r, 200, "push after restart");
+    assert_non_null(strstr(r.body, "\"accepted\":2"));
+    assert_non_null(strstr(r.body, inst));
+    free(r.body);
+    r = http("/v1/ops", g_token, gap, strlen(gap));
+    expect_status(&r, 409, "gap after restart");
+    free(r.body);
+
+    /* a rotated token stops working once the cache has expired */
+    char fresh[128];
+    q1("SELECT softadastra.rotate_token('till1')", fresh, sizeof fresh);
+    it_sleep_ms(5500);
+    r = http("/v1/changes?after=0", g_token, NULL, 0);
+    expect_status(&r, 401, "rotated token");
+    free(r.body);
+    r = http("/healthz", fresh, NULL, 0);
+    expect_status(&r, 200, "healthz");
+    free(r.body);
+    it_bridge_stop(&g_b, SIGTERM);
+    g_ok = 1;
+}
+
+int main(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_api_end_to_end, teardown),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
+}
