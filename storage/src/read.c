@@ -575,3 +575,77 @@ int sa_inbox_stats(sa_store *s, uint64_t *count, uint64_t *bytes, sa_err *err)
     pthread_mutex_unlock(&s->cmu);
     return 0;
 }
+
+int sa_store_meta_scan(sa_store *s, const char *prefix, const char *after,
+                       int (*cb)(const char *key, const void *val, size_t len, void *ctx), void *ctx,
+                       sa_err *err)
+{
+    sa_buf lo, hi;
+    sa_buf_init(&lo);
+    sa_buf_init(&hi);
+    size_t pl = strlen(prefix);
+    int rc = 0;
+    if (sa_buf_put_u8(&lo, 'u') != 0 || sa_buf_put(&lo, prefix, pl) != 0 ||
+        (after != NULL && (sa_buf_put(&lo, after, strlen(after)) != 0 || sa_buf_put_u8(&lo, 0) != 0)) ||
+        sa_buf_put_u8(&hi, 'u') != 0 || sa_buf_put(&hi, prefix, pl) != 0 ||
+        sa_buf_put_u8(&hi, 0xff) != 0)
+        rc = sa_err_set(err, SA_ENOMEM, "out of memory");
+    sa__kv_iter *it = NULL;
+    if (rc == 0)
+        rc = sa__kv_iter_new(s->kv, NULL, SA_CF_META, lo.data, lo.len, hi.data, hi.len, &it, err);
+    sa_buf k;
+    sa_buf_init(&k);
+    for (; rc == 0 && sa__kv_iter_valid(it); sa__kv_iter_next(it)) {
+        size_t kl, vl;
+        const uint8_t *kd = sa__kv_iter_key(it, &kl);
+        const uint8_t *vd = sa__kv_iter_value(it, &vl);
+        sa_buf_reset(&k);
+        if (sa_buf_put(&k, kd + 1, kl - 1) != 0 || sa_buf_put_u8(&k, 0) != 0) {
+            rc = sa_err_set(err, SA_ENOMEM, "out of memory");
+            break;
+        }
+        if (cb((const char *)k.data, vd, vl, ctx) != 0)
+            break;
+    }
+    if (rc == 0 && it != NULL && !sa__kv_iter_valid(it))
+        rc = sa__kv_iter_status(it, err);
+    sa__kv_iter_free(it);
+    sa_buf_free(&k);
+    sa_buf_free(&lo);
+    sa_buf_free(&hi);
+    return rc;
+}
+
+int sa_inbox_origins(sa_store *s, int (*cb)(const char *origin, void *ctx), void *ctx, sa_err *err)
+{
+    sa_buf lo;
+    sa_buf_init(&lo);
+    int rc = 0;
+    for (;;) {
+        sa__kv_iter *it = NULL;
+        if ((rc = sa__kv_iter_new(s->kv, NULL, SA_CF_INBOX, lo.data, lo.len, NULL, 0, &it, err)) != 0)
+            break;
+        if (!sa__kv_iter_valid(it)) {
+            rc = sa__kv_iter_status(it, err);
+            sa__kv_iter_free(it);
+            break;
+        }
+        size_t kl;
+        const uint8_t *kd = sa__kv_iter_key(it, &kl);
+        size_t ol = strnlen((const char *)kd, kl);
+        sa_buf_reset(&lo);
+        /* the next origin starts after origin "\x01" (keys are origin \0 seq) */
+        if (sa_buf_put(&lo, kd, ol) != 0 || sa_buf_put_u8(&lo, 0) != 0) {
+            sa__kv_iter_free(it);
+            rc = sa_err_set(err, SA_ENOMEM, "out of memory");
+            break;
+        }
+        sa__kv_iter_free(it);
+        int stop = cb((const char *)lo.data, ctx);
+        lo.data[lo.len - 1] = 1;
+        if (stop)
+            break;
+    }
+    sa_buf_free(&lo);
+    return rc;
+}

@@ -705,6 +705,26 @@ static void test_store_cursor_monotonic(void **state)
     free(dir);
 }
 
+struct origins {
+    char (*names)[32];
+    int *n;
+};
+
+static int collect_origin(const char *origin, void *ctx)
+{
+    struct origins *o = ctx;
+    if (*o->n < 8)
+        snprintf(o->names[(*o->n)++], 32, "%s", origin);
+    return 0;
+}
+
+static int collect_key(const char *key, const void *val, size_t len, void *ctx)
+{
+    (void)val;
+    (void)len;
+    return collect_origin(key, ctx);
+}
+
 static void test_store_inbox_idempotent_queue(void **state)
 {
     (void)state;
@@ -782,6 +802,38 @@ static void test_store_inbox_idempotent_queue(void **state)
     assert_memory_equal(v, "abc", 3);
     sa_free(v);
     assert_int_equal(sa_store_meta_get(s, "nope", &v, &vl, &err), SA_ENOTFOUND);
+
+    /* origins with queued ops, in name order, each once */
+    op.seq = 1;
+    sa_batch_inbox_put(b, "a/1", &op, &err);
+    sa_batch_inbox_put(b, "tablet-1/30", &op, &err); /* sorts after "tablet-1/3" */
+    assert_int_equal(sa_store_commit(s, b, NULL, &err), 0);
+    char seen[8][32];
+    int nseen = 0;
+    assert_int_equal(sa_inbox_origins(s, collect_origin, &(struct origins){seen, &nseen}, &err), 0);
+    assert_int_equal(nseen, 4);
+    assert_string_equal(seen[0], "a/1");
+    assert_string_equal(seen[1], "tablet-1/3");
+    assert_string_equal(seen[2], "tablet-1/30");
+    assert_string_equal(seen[3], "tablet-2/1");
+
+    /* a prefix scan of metadata, and resuming after a key */
+    sa_batch_meta_put(b, "r.x.1", "one", 3, &err);
+    sa_batch_meta_put(b, "r.x.2", "two", 3, &err);
+    sa_batch_meta_put(b, "r.x.3", "three", 5, &err);
+    sa_batch_meta_put(b, "r.y.1", "other", 5, &err);
+    sa_batch_meta_put(b, "r.x", "shorter", 7, &err);
+    assert_int_equal(sa_store_commit(s, b, NULL, &err), 0);
+    char keys[8][32];
+    int nk = 0;
+    assert_int_equal(sa_store_meta_scan(s, "r.x.", NULL, collect_key, &(struct origins){keys, &nk}, &err), 0);
+    assert_int_equal(nk, 3);
+    assert_string_equal(keys[0], "r.x.1");
+    assert_string_equal(keys[2], "r.x.3");
+    nk = 0;
+    assert_int_equal(sa_store_meta_scan(s, "r.x.", "1", collect_key, &(struct origins){keys, &nk}, &err), 0);
+    assert_int_equal(nk, 2);
+    assert_string_equal(keys[0], "r.x.2");
     sa_batch_free(b);
     sa_store_close(s);
     tu_rmrf(dir);

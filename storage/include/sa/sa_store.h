@@ -196,6 +196,14 @@ int sa_wal_append_source(sa_store *s, sa_op_source src, void *ctx, sa_batch *ext
 int sa_store_meta_get(sa_store *s, const char *key, void **val /* out */, size_t *len /* out */,
                       sa_err *err);
 
+/* Every application metadata key starting with prefix (and, when after is
+ * not NULL, sorting after prefix+after), in key order: cb gets the key (NUL-
+ * terminated, prefix included) and the value, borrowed for the call;
+ * non-zero from cb stops. */
+int sa_store_meta_scan(sa_store *s, const char *prefix, const char *after,
+                       int (*cb)(const char *key, const void *val, size_t len, void *ctx), void *ctx,
+                       sa_err *err);
+
 /* --- WAL ------------------------------------------------------------- */
 
 typedef struct sa_wal_info {
@@ -313,6 +321,8 @@ int sa_inbox_iter_open(sa_store *s, const char *origin, uint64_t from_seq,
 /* 1 and *op borrowed until the next call; 0 at the end; < 0 on error. */
 int sa_inbox_iter_next(sa_inbox_iter *it, const sa_op **op /* out */, sa_err *err);
 void sa_inbox_iter_close(sa_inbox_iter *it);
+/* Every origin with queued ops, in name order; non-zero from cb stops. */
+int sa_inbox_origins(sa_store *s, int (*cb)(const char *origin, void *ctx), void *ctx, sa_err *err);
 /* Ops and bytes queued in every inbox. */
 int sa_inbox_stats(sa_store *s, uint64_t *count /* out */, uint64_t *bytes /* out */,
                    sa_err *err);
