@@ -30,6 +30,7 @@
 
 #include <libpq-fe.h>
 
+#include "applier.h"
 #include "http.h"
 #include "sa/sa_alloc.h"
 #include "sa/sa_op.h"
@@ -831,6 +832,8 @@ static void route_ops(api *a, http_req *r, api_peer *peer)
         api_error(a, r, 503, "unavailable", "cannot store the ops: %s", err.msg);
         goto done;
     }
+    if (hi != start && a->opt.on_ops != NULL)
+        a->opt.on_ops(a->opt.on_ops_ctx);
     json_t *j = json_object();
     json_object_set_new(j, "accepted", json_integer((json_int_t)hi));
     api_json(a, r, 200, j, NULL);
@@ -840,6 +843,56 @@ done:
     sa_free(ops);
     sa_batch_free(b);
     json_decref(root);
+    peer_clear(peer);
+}
+
+/* ---------------------------------------------------------------------
+ * /v1/ops/results
+ * ------------------------------------------------------------------- */
+
+typedef struct results_ctx {
+    json_t *arr;
+    size_t max;
+} results_ctx;
+
+static int results_cb(const char *key, const void *val, size_t len, void *vctx)
+{
+    (void)key;
+    results_ctx *cx = vctx;
+    json_t *j = json_loadb(val, len, 0, NULL);
+    if (j != NULL)
+        json_array_append_new(cx->arr, j);
+    return json_array_size(cx->arr) >= cx->max;
+}
+
+static void route_results(api *a, http_req *r, api_peer *peer)
+{
+    uint64_t epoch, after, limit;
+    if (param_u64(a, r, "epoch", 0, INT64_MAX, 1, &epoch) != 0 ||
+        param_u64(a, r, "after", 0, INT64_MAX, 0, &after) != 0 ||
+        param_u64(a, r, "limit", 1000, 10000, 0, &limit) != 0) {
+        peer_clear(peer);
+        return;
+    }
+    char origin[96], prefix[160], from[32];
+    snprintf(origin, sizeof origin, "%s@%" PRIu64, peer->name, epoch);
+    snprintf(prefix, sizeof prefix, APPLIER_RESULT_PREFIX "%s.", origin);
+    snprintf(from, sizeof from, "%020" PRIu64, after);
+    results_ctx cx = {json_array(), limit > 0 ? (size_t)limit : 1};
+    sa_err err = {0};
+    uint64_t applied = 0;
+    if (sa_store_meta_scan(a->store, prefix, from, results_cb, &cx, &err) != 0 ||
+        sa_watermark_get(a->store, origin, &applied, &err) != 0) {
+        json_decref(cx.arr);
+        api_error(a, r, 503, "unavailable", "cannot read the results: %s", err.msg);
+        peer_clear(peer);
+        return;
+    }
+    json_t *j = json_object();
+    json_object_set_new(j, "results", cx.arr);
+    json_object_set_new(j, "applied", json_integer((json_int_t)applied));
+    json_object_set_new(j, "accepted", json_integer((json_int_t)inbox_hi(a, origin)));
+    api_json(a, r, 200, j, NULL);
     peer_clear(peer);
 }
 
@@ -868,7 +921,7 @@ static void api_handle(void *ctx, http_req *r)
         return;
     }
     int known = strcmp(path, "/v1/changes") == 0 || strcmp(path, "/v1/snapshot") == 0 ||
-                strcmp(path, "/v1/ops") == 0;
+                strcmp(path, "/v1/ops") == 0 || strcmp(path, "/v1/ops/results") == 0;
     if (!known) {
         api_error(a, r, 404, "not_found", "no such endpoint: %s", path);
         return;
@@ -890,6 +943,8 @@ static void api_handle(void *ctx, http_req *r)
         route_changes(a, r, &peer);
     else if (strcmp(path, "/v1/snapshot") == 0)
         route_snapshot(a, r, &peer);
+    else if (strcmp(path, "/v1/ops/results") == 0)
+        route_results(a, r, &peer);
     else
         route_ops(a, r, &peer);
 }

@@ -31,6 +31,12 @@
  *        whole batch with 409 {"error": "gap", "expected"}; a table the
  *        peer may not write, or a malformed op, 400 naming it; over the
  *        body limit 413; the inbox over its cap 503 with Retry-After.
+ *   GET  /v1/ops/results?epoch=E&after=S[&limit=N]
+ *        the outcomes of the peer's ops of epoch E after seq S, in seq order,
+ *        as the applier recorded them: {"instance", "results": [{"seq",
+ *        "status": applied|conflict|rejected, "conflict_id", "resolution",
+ *        "message"}, ...], "applied": highest seq applied, "accepted":
+ *        highest seq queued}.
  *
  * Threads: handlers run on the HTTP server's threads and share the store
  * with ingest (libsa_storage is thread-safe); auth lookups share one
@@ -54,6 +60,8 @@ typedef struct api_options {
     uint64_t inbox_cap;  /* inbox size above which pushes get 503 (default 256 MiB) */
     int auth_ttl_ms;     /* how long a token lookup is trusted (default 5000) */
     int changes_max_ops; /* ops per /v1/changes answer at most (default 1000) */
+    void (*on_ops)(void *ctx); /* called (any thread) after ops were queued */
+    void *on_ops_ctx;
 } api_options;
 
 void api_options_init(api_options *o /* out */);

@@ -32,6 +32,7 @@
 #include "ingest.h"
 
 #include "api.h"
+#include "applier.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -69,6 +70,7 @@ typedef struct ingest {
     size_t ntables;
     char **ext_tables; /* owned, when read from softadastra.tables */
     struct api *api;   /* the HTTP API, once started */
+    struct applier *applier; /* inbox -> apply_ops, when the extension is there */
     ingest_log_fn log;
     void *lctx;
     volatile sig_atomic_t *stop;
@@ -1191,6 +1193,8 @@ static int synced_tables(ingest *ig, sa_err *err)
     return 0;
 }
 
+static void kick_applier(void *applier_ptr) { applier_kick(applier_ptr); }
+
 /* The HTTP API (api.h) on the store, unless --listen off. */
 static int start_api(ingest *ig, sa_err *err)
 {
@@ -1200,8 +1204,22 @@ static int start_api(ingest *ig, sa_err *err)
     int rc = api_instance_id(ig->store, instance, err);
     if (rc != 0)
         return rc;
+    /* the applier, when PostgreSQL has the extension (apply_ops) */
+    PGresult *r = PQexec(ig->pg, "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'softadastra'");
+    int ext = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    PQclear(r);
+    if (ext) {
+        if ((rc = applier_start(ig->cfg->pg, ig->store, ig->log, ig->lctx, ig->cfg->log_level,
+                                &ig->applier, err)) != 0)
+            return rc;
+    } else {
+        say(ig, 1, "the softadastra extension is not installed: edges' pushed ops are queued "
+                   "but not applied (CREATE EXTENSION softadastra)");
+    }
     api_options o;
     api_options_init(&o);
+    o.on_ops = kick_applier;
+    o.on_ops_ctx = ig->applier;
     o.listen = ig->cfg->listen;
     o.pg = ig->cfg->pg;
     o.max_body = (size_t)ig->cfg->max_body_kb * 1024;
@@ -1394,6 +1412,8 @@ int ingest_run(const sa_bridge_config *cfg, volatile sig_atomic_t *stop, ingest_
 done:
     api_stop(ig->api); /* before the store it serves */
     ig->api = NULL;
+    applier_stop(ig->applier);
+    ig->applier = NULL;
     discard_open(ig);
     sa_batch_free(ig->cur_batch);
     pgo_decoder_free(ig->dec);

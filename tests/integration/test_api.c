@@ -414,6 +414,110 @@ static void test_api_end_to_end(void **state)
     expect_status(&r, 409, "gap after restart");
     free(r.body);
 
+    /* the applier: queued ops reach PostgreSQL through apply_ops, and each
+     * outcome is served once recorded */
+    const char *more =
+        "{\"epoch\": 1, \"ops\": ["
+        "{\"origin\":\"till1\",\"epoch\":1,\"seq\":3,\"hlc\":8,\"kind\":\"update\",\"table\":\"public.items\","
+        " \"key\":{\"id\":2},\"cols\":{\"name\":\"edge name\"},\"base\":{\"name\":\"stale\"},"
+        " \"types\":{\"id\":23,\"name\":25}},"
+        "{\"origin\":\"till1\",\"epoch\":1,\"seq\":4,\"hlc\":9,\"kind\":\"insert\",\"table\":\"public.items\","
+        " \"key\":{\"id\":501},\"cols\":{\"price\":\"not a number\"},\"types\":{\"id\":23,\"price\":1700}},"
+        "{\"origin\":\"till1\",\"epoch\":1,\"seq\":5,\"hlc\":10,\"kind\":\"insert\",\"table\":\"public.items\","
+        " \"key\":{\"id\":502},\"cols\":{\"name\":\"after the bad one\"},\"types\":{\"id\":23,\"name\":25}}]}";
+    r = http("/v1/ops", g_token, more, strlen(more));
+    expect_status(&r, 200, "push 3..5");
+    free(r.body);
+    json_t *res = NULL;
+    for (int64_t end = it_now_ms() + 30000; it_now_ms() < end; it_sleep_ms(100)) {
+        r = http("/v1/ops/results?epoch=1&after=0", g_token, NULL, 0);
+        expect_status(&r, 200, "results");
+        json_decref(res);
+        res = json_of(&r);
+        free(r.body);
+        if (json_integer_value(json_object_get(res, "applied")) == 5)
+            break;
+    }
+    assert_int_equal(json_integer_value(json_object_get(res, "applied")), 5);
+    assert_int_equal(json_integer_value(json_object_get(res, "accepted")), 5);
+    json_t *list = json_object_get(res, "results");
+    assert_int_equal(json_array_size(list), 5);
+    const char *want[] = {"applied", "applied", "conflict", "rejected", "applied"};
+    for (size_t i = 0; i < 5; i++) {
+        json_t *o = json_array_get(list, i);
+        assert_int_equal(json_integer_value(json_object_get(o, "seq")), (json_int_t)i + 1);
+        assert_string_equal(json_string_value(json_object_get(o, "status")), want[i]);
+    }
+    json_t *conf = json_array_get(list, 2);
+    assert_true(json_integer_value(json_object_get(conf, "conflict_id")) > 0);
+    assert_string_equal(json_string_value(json_object_get(conf, "resolution")), "kept_local");
+    assert_non_null(strstr(json_string_value(json_object_get(json_array_get(list, 3), "message")),
+                           "numeric"));
+    json_decref(res);
+    r = http("/v1/ops/results?epoch=1&after=3", g_token, NULL, 0);
+    expect_status(&r, 200, "results after 3");
+    j = json_of(&r);
+    assert_int_equal(json_array_size(json_object_get(j, "results")), 2);
+    json_decref(j);
+    free(r.body);
+    char v[64];
+    q1("SELECT name FROM items WHERE id = 500", v, sizeof v);
+    assert_string_equal(v, "from till1");
+    q1("SELECT count(*) FROM items WHERE id = 1", v, sizeof v);
+    assert_string_equal(v, "0");
+    q1("SELECT name FROM items WHERE id = 2", v, sizeof v);
+    assert_string_equal(v, "item 2"); /* the conflict kept the local value */
+    q1("SELECT name FROM items WHERE id = 502", v, sizeof v);
+    assert_string_equal(v, "after the bad one");
+    q1("SELECT applied_seq FROM softadastra.peer_progress WHERE peer = 'till1' AND epoch = 1", v,
+       sizeof v);
+    assert_string_equal(v, "5");
+    q1("SELECT count(*) FROM softadastra.rejections WHERE peer = 'till1' AND op_seq = 4", v, sizeof v);
+    assert_string_equal(v, "1");
+
+    /* a crash between PostgreSQL's commit and the bridge's bookkeeping:
+     * here PostgreSQL applies ops 6 and 7 first (as the applier would have
+     * before dying); once they are pushed, the applier finds them applied
+     * and reads their true outcomes back — reported once, not twice */
+    const char *ops67 =
+        "[{\"origin\":\"till1\",\"epoch\":1,\"seq\":6,\"hlc\":11,\"kind\":\"update\",\"table\":\"public.items\","
+        " \"key\":{\"id\":3},\"cols\":{\"name\":\"edge 3\"},\"base\":{\"name\":\"stale\"},"
+        " \"types\":{\"id\":23,\"name\":25}},"
+        "{\"origin\":\"till1\",\"epoch\":1,\"seq\":7,\"hlc\":12,\"kind\":\"insert\",\"table\":\"public.items\","
+        " \"key\":{\"id\":503},\"cols\":{\"name\":\"seven\"},\"types\":{\"id\":23,\"name\":25}}]";
+    {
+        const char *pv[1] = {ops67};
+        PGresult *pr = PQexecParams(g_c, "SELECT count(*) FROM softadastra.apply_ops('till1', 1, $1::jsonb)",
+                                    1, NULL, pv, NULL, NULL, 0);
+        if (PQresultStatus(pr) != PGRES_TUPLES_OK)
+            fail_msg("apply_ops: %s", PQerrorMessage(g_c));
+        PQclear(pr);
+    }
+    char push67[2048];
+    snprintf(push67, sizeof push67, "{\"epoch\": 1, \"ops\": %s}", ops67);
+    r = http("/v1/ops", g_token, push67, strlen(push67));
+    expect_status(&r, 200, "push 6..7");
+    free(r.body);
+    res = NULL;
+    for (int64_t end = it_now_ms() + 30000; it_now_ms() < end; it_sleep_ms(100)) {
+        r = http("/v1/ops/results?epoch=1&after=5", g_token, NULL, 0);
+        json_decref(res);
+        res = json_of(&r);
+        free(r.body);
+        if (json_integer_value(json_object_get(res, "applied")) == 7)
+            break;
+    }
+    list = json_object_get(res, "results");
+    assert_int_equal(json_array_size(list), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(list, 0), "status")), "conflict");
+    assert_true(json_integer_value(json_object_get(json_array_get(list, 0), "conflict_id")) > 0);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(list, 1), "status")), "applied");
+    json_decref(res);
+    q1("SELECT count(*) FROM softadastra.conflicts WHERE origin = 'till1' AND op_seq = 6", v, sizeof v);
+    assert_string_equal(v, "1");
+    q1("SELECT count(*) FROM items WHERE id = 503", v, sizeof v);
+    assert_string_equal(v, "1");
+
     /* a rotated token stops working once the cache has expired */
     char fresh[128];
     q1("SELECT softadastra.rotate_token('till1')", fresh, sizeof fresh);
