@@ -412,6 +412,8 @@ static int changes_cb(const sa_wal_rec *rec, void *vctx)
         cx->err = 1;
         return 1;
     }
+    if (strcmp(rec->op->origin, "pg") != 0) /* an edge's op, applied in PostgreSQL */
+        json_object_set_new(j, "origin_seq", json_integer((json_int_t)rec->op->seq));
     json_object_set_new(j, "seq", json_integer((json_int_t)rec->seq));
     if (rec->group_end)
         json_object_set_new(j, "txn_end", json_true());

@@ -18,7 +18,10 @@
  *        transactions only: {"instance", "ops": [...], "next", "head"}.
  *        With none yet and W > 0 it waits up to W seconds, sending a
  *        newline every few seconds meanwhile (JSON allows leading
- *        whitespace) so proxies keep the connection.
+ *        whitespace) so proxies keep the connection.  An op's "seq" is its
+ *        WAL seq (the cursor); a change PostgreSQL made by applying an
+ *        edge's op has that edge as "origin" (and "epoch"), and
+ *        "origin_seq": the highest of its op seqs the change belongs to.
  *   GET  /v1/snapshot
  *        chunked NDJSON, consistent at one seq: {"type": "begin",
  *        "instance", "seq", "tables"}, then {"type": "row", "table", "key",

@@ -31,6 +31,8 @@
  */
 #include "ingest.h"
 
+#include <jansson.h>
+
 #include "api.h"
 #include "applier.h"
 
@@ -70,6 +72,10 @@ typedef struct ingest {
     size_t ntables;
     char **ext_tables; /* owned, when read from softadastra.tables */
     struct api *api;   /* the HTTP API, once started */
+    /* the current transaction's source: an edge's ops, as named by the
+     * last softadastra message (apply_ops) seen in it; "" = plain SQL */
+    char src_peer[64];
+    uint64_t src_epoch, src_seq;
     struct applier *applier; /* inbox -> apply_ops, when the extension is there */
     ingest_log_fn log;
     void *lctx;
@@ -239,7 +245,8 @@ typedef struct commit_ctx {
 /* Stamp an op with its transaction's commit position and clock. */
 static void stamp(commit_ctx *cc, sa_op *op)
 {
-    op->origin = "pg";
+    if (op->origin == NULL || op->origin[0] == '\0')
+        op->origin = "pg"; /* else the edge it came from (source_message) */
     op->hlc = cc->hlc;
     op->flags |= SA_OP_HAS_PG;
     op->pg_lsn = cc->commit_lsn;
@@ -405,11 +412,57 @@ static int spill_one(void *ctx, const sa_op *op, sa_err *err)
 }
 
 /* Add one op of the current (non-streamed) transaction. */
+/* An op's origin: the edge op range a softadastra message named, or "pg". */
+static void set_source(sa_op *op, const char *peer, uint64_t epoch, uint64_t seq)
+{
+    if (peer[0] == '\0') {
+        op->origin = "pg";
+        return;
+    }
+    op->origin = peer;
+    op->epoch = epoch;
+    op->seq = seq;
+}
+
+/*
+ * A transactional message with prefix "softadastra": apply_ops names the
+ * edge ops whose changes follow ({"peer", "epoch", "from", "to"}).  Any
+ * database user can emit such a message, so a malformed one is logged and
+ * ignored rather than stopping ingest.
+ */
+static int source_message(ingest *ig, const pgo_msg *m)
+{
+    json_error_t je;
+    json_t *j = json_loadb((const char *)m->message.content, m->message.len, 0, &je);
+    json_t *peer = json_object_get(j, "peer"), *epoch = json_object_get(j, "epoch"),
+           *to = json_object_get(j, "to");
+    const char *p = json_string_value(peer);
+    if (j == NULL || p == NULL || p[0] == '\0' || strlen(p) >= sizeof ig->src_peer ||
+        strcmp(p, "pg") == 0 || !json_is_integer(epoch) || json_integer_value(epoch) < 0 ||
+        !json_is_integer(to) || json_integer_value(to) < 1) {
+        char l[REPL_LSN_STRLEN];
+        say(ig, 1, "ignoring a malformed softadastra message at %s", lsn_str(m->wal_lsn, l));
+        json_decref(j);
+        return 0;
+    }
+    uint64_t e = (uint64_t)json_integer_value(epoch), q = (uint64_t)json_integer_value(to);
+    if (m->in_stream) {
+        if (ig->stream_cur != NULL)
+            txbuf_set_source(ig->stream_cur, p, e, q);
+    } else {
+        snprintf(ig->src_peer, sizeof ig->src_peer, "%s", p);
+        ig->src_epoch = e;
+        ig->src_seq = q;
+    }
+    json_decref(j);
+    return 0;
+}
+
 static int cur_add(ingest *ig, sa_op *op, sa_err *err)
 {
     if (ig->cur_final_lsn <= copied_lsn(ig, op->table))
         return 0; /* I4: this change is in the table's copy */
-    op->origin = "pg";
+    set_source(op, ig->src_peer, ig->src_epoch, ig->src_seq);
     op->hlc = ig->cur_hlc;
     op->flags |= SA_OP_HAS_PG;
     op->pg_lsn = ig->cur_final_lsn;
@@ -438,7 +491,9 @@ static int route(ingest *ig, const pgo_msg *m, sa_op *op, sa_err *err)
     if (m->in_stream) {
         if (ig->stream_cur == NULL)
             return proto_err(err, m->wal_lsn, "a change inside a stream that never started");
-        op->origin = "pg";
+        uint64_t e = 0, q = 0;
+        const char *peer = txbuf_source(ig->stream_cur, &e, &q);
+        set_source(op, peer != NULL ? peer : "", e, q);
         op->flags &= ~SA_OP_HAS_PG; /* stamped at Stream Commit, when its LSN is known */
         return txbuf_add(ig->stream_cur, m->xid, op, err);
     }
@@ -506,6 +561,7 @@ static int handle_msg(ingest *ig, const pgo_msg *m, sa_err *err)
         ig->cur_open = 1;
         ig->cur_xid = m->xid;
         ig->cur_n = 0;
+        ig->src_peer[0] = '\0'; /* plain SQL until a softadastra message says otherwise */
         ig->cur_final_lsn = m->begin.final_lsn;
         ig->cur_commit_time = m->begin.commit_time;
         /* I2: the whole transaction is already in the WAL */
@@ -549,7 +605,10 @@ static int handle_msg(ingest *ig, const pgo_msg *m, sa_err *err)
     case PGO_RELATION: /* the decoder keeps the schema */
     case PGO_TYPE:
     case PGO_ORIGIN:
-    case PGO_MESSAGE: /* the softadastra origin message is read by apply-back (later) */
+    case PGO_MESSAGE:
+        if (m->message.transactional && m->message.prefix != NULL &&
+            strcmp(m->message.prefix, "softadastra") == 0)
+            return source_message(ig, m);
         return 0;
     case PGO_STREAM_START:
         if ((s = stream_find(ig, m->xid)) != NULL) {

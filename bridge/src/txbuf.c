@@ -27,6 +27,9 @@ struct txbuf {
     size_t rpos;
     sa_buf rbuf;
     sa_op *cur;
+    /* the edge op range whose changes follow (softadastra message), if any */
+    char src_peer[64];
+    uint64_t src_epoch, src_seq;
 };
 
 int txbuf_new(const char *staging_dir, uint32_t xid, size_t mem_limit, txbuf **out, sa_err *err)
@@ -58,6 +61,22 @@ void txbuf_free(txbuf *t)
 }
 
 uint32_t txbuf_xid(const txbuf *t) { return t->xid; }
+
+void txbuf_set_source(txbuf *t, const char *peer, uint64_t epoch, uint64_t seq)
+{
+    snprintf(t->src_peer, sizeof t->src_peer, "%s", peer);
+    t->src_epoch = epoch;
+    t->src_seq = seq;
+}
+
+const char *txbuf_source(const txbuf *t, uint64_t *epoch, uint64_t *seq)
+{
+    if (t->src_peer[0] == '\0')
+        return NULL;
+    *epoch = t->src_epoch;
+    *seq = t->src_seq;
+    return t->src_peer;
+}
 uint64_t txbuf_count(const txbuf *t) { return t->count; }
 int txbuf_spilled(const txbuf *t) { return t->file != NULL; }
 

@@ -27,6 +27,11 @@ int txbuf_new(const char *staging_dir, uint32_t xid, size_t mem_limit, txbuf **o
 void txbuf_free(txbuf *t); /* removes its spill file; NULL is a no-op */
 
 uint32_t txbuf_xid(const txbuf *t);
+/* The source of the changes that follow in this (streamed) transaction:
+ * the edge peer, epoch and op seq a softadastra message named. */
+void txbuf_set_source(txbuf *t, const char *peer, uint64_t epoch, uint64_t seq);
+/* The current source (borrowed), or NULL when none was named. */
+const char *txbuf_source(const txbuf *t, uint64_t *epoch, uint64_t *seq);
 uint64_t txbuf_count(const txbuf *t); /* ops added, aborted ones included */
 int txbuf_spilled(const txbuf *t);
 

@@ -299,8 +299,10 @@ static int batch_op(sa_batch *b, uint8_t type, const sa_op *op, int group_end, u
     e->merge = op->kind == SA_OP_UPDATE || has_unchanged(op);
     /* pgoutput sends every column of the new row (unchanged TOASTed ones
      * marked): such a row replaces the old one's column set, so a dropped
-     * column disappears; an edge's update names only what it changed */
-    e->full_row = strcmp(op->origin, "pg") == 0;
+     * column disappears; an edge's update names only what it changed.  A
+     * change decoded from PostgreSQL is a full row whatever its origin (an
+     * edge's op applied there comes back with the edge as origin). */
+    e->full_row = (op->flags & SA_OP_HAS_PG) != 0 || strcmp(op->origin, "pg") == 0;
     if (rc == 0 && e->merge) {
         /* key fields and new columns apart: merged with the old row at commit */
         b->needs_read++;

@@ -518,6 +518,92 @@ static void test_api_end_to_end(void **state)
     q1("SELECT count(*) FROM items WHERE id = 503", v, sizeof v);
     assert_string_equal(v, "1");
 
+    /* the loop: changes PostgreSQL made for till1's ops come back tagged
+     * with till1 as origin; plain SQL changes stay "pg" */
+    sql("UPDATE items SET name = 'plain sql' WHERE id = 4");
+    int tagged = 0, plain = 0;
+    long long cur = head;
+    for (int64_t end = it_now_ms() + 30000; it_now_ms() < end && (tagged == 0 || plain == 0);) {
+        snprintf(path, sizeof path, "/v1/changes?after=%lld&wait=2", cur);
+        r = http(path, g_token, NULL, 0);
+        expect_status(&r, 200, "changes after the pushes");
+        j = json_of(&r);
+        json_t *o;
+        size_t i;
+        json_array_foreach(json_object_get(j, "ops"), i, o) {
+            const char *origin = json_string_value(json_object_get(o, "origin"));
+            json_t *key = json_object_get(o, "key");
+            if (strcmp(origin, "till1") == 0) {
+                long long os = json_integer_value(json_object_get(o, "origin_seq"));
+                assert_int_equal(json_integer_value(json_object_get(o, "epoch")), 1);
+                assert_true(os >= 1 && os <= 7);
+                if (json_integer_value(json_object_get(key, "id")) == 500)
+                    assert_int_equal(os, 1);
+                tagged++;
+            } else {
+                assert_string_equal(origin, "pg");
+                assert_null(json_object_get(o, "origin_seq"));
+                if (json_integer_value(json_object_get(key, "id")) == 4)
+                    plain++;
+            }
+        }
+        cur = json_integer_value(json_object_get(j, "next"));
+        json_decref(j);
+        free(r.body);
+    }
+    assert_true(tagged >= 3);
+    assert_int_equal(plain, 1);
+
+    /* a large apply transaction reaches the bridge streamed (the harness's
+     * logical_decoding_work_mem is 64kB): its changes are tagged too */
+    {
+        size_t cap = 4u << 20, used = 0;
+        char *big = malloc(cap);
+        used += (size_t)snprintf(big + used, cap - used, "{\"epoch\": 1, \"ops\": [");
+        for (int k = 0; k < 1500; k++)
+            used += (size_t)snprintf(big + used, cap - used,
+                                     "%s{\"origin\":\"till1\",\"epoch\":1,\"seq\":%d,\"hlc\":%d,"
+                                     "\"kind\":\"insert\",\"table\":\"public.items\",\"key\":{\"id\":%d},"
+                                     "\"cols\":{\"name\":\"bulk row number %d with some padding text\"},"
+                                     "\"types\":{\"id\":23,\"name\":25}}",
+                                     k ? "," : "", 8 + k, 100 + k, 10000 + k, k);
+        used += (size_t)snprintf(big + used, cap - used, "]}");
+        r = http("/v1/ops", g_token, big, used);
+        expect_status(&r, 200, "push 1500");
+        free(r.body);
+        free(big);
+    }
+    int bulk = 0, bulk_tagged = 0;
+    for (int64_t end = it_now_ms() + 60000; it_now_ms() < end && bulk < 1500;) {
+        snprintf(path, sizeof path, "/v1/changes?after=%lld&wait=2&limit=5000", cur);
+        r = http(path, g_token, NULL, 0);
+        expect_status(&r, 200, "changes (bulk)");
+        j = json_of(&r);
+        json_t *o;
+        size_t i;
+        json_array_foreach(json_object_get(j, "ops"), i, o) {
+            if (json_integer_value(json_object_get(json_object_get(o, "key"), "id")) < 10000)
+                continue;
+            bulk++;
+            bulk_tagged += strcmp(json_string_value(json_object_get(o, "origin")), "till1") == 0 &&
+                           json_integer_value(json_object_get(o, "origin_seq")) >= 8;
+        }
+        cur = json_integer_value(json_object_get(j, "next"));
+        json_decref(j);
+        free(r.body);
+    }
+    assert_int_equal(bulk, 1500);
+    assert_int_equal(bulk_tagged, 1500);
+    q1("SELECT count(*) FROM items WHERE id >= 10000", v, sizeof v);
+    assert_string_equal(v, "1500");
+    /* and it was indeed streamed (else this test would not test that) */
+    long streamed = 0;
+    for (int64_t end = it_now_ms() + 10000; it_now_ms() < end && streamed == 0; it_sleep_ms(200)) {
+        q1("SELECT coalesce(sum(stream_txns), 0) FROM pg_stat_replication_slots", v, sizeof v);
+        streamed = atol(v);
+    }
+    assert_true(streamed > 0);
+
     /* a rotated token stops working once the cache has expired */
     char fresh[128];
     q1("SELECT softadastra.rotate_token('till1')", fresh, sizeof fresh);
