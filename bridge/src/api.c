@@ -9,8 +9,9 @@
  *                                              │                 wait is over (newline heartbeats)
  *                                              └─ /v1/snapshot   a stream of NDJSON lines
  *
- * Long polls hold no thread: their streams wait (HTTP_STREAM_WAIT) and look
- * at the store's WAL counters every API_POLL_MS.
+ * Long polls hold no thread: their streams wait (HTTP_STREAM_WAIT), woken
+ * by api_wal_advanced (ingest calls it after each durable write) and every
+ * API_POLL_MS for their deadline and heartbeat.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* strcasecmp, getrandom */
@@ -38,7 +39,7 @@
 #define API_META_INSTANCE "bridge.instance"
 #define API_META_INBOX_HI "inbox.hi." /* + peer@epoch: highest accepted seq */
 #define API_HEARTBEAT_MS 5000
-#define API_POLL_MS 50 /* how often a waiting long poll looks at the WAL */
+#define API_POLL_MS 1000 /* a waiting long poll looks at its deadline this often */
 #define API_MAX_WAIT_S 60
 #define API_CHANGES_MAX_BYTES (4u << 20)
 #define API_AUTH_CACHE 256
@@ -66,6 +67,8 @@ struct api {
     PGconn *pg;
     api_peer cache[API_AUTH_CACHE];
     size_t ncache;
+    pthread_mutex_t wmu;       /* the waiting long polls (http.h S4) */
+    struct api_wait *waiters;
 };
 
 static int64_t api_now_ms(void)
@@ -389,6 +392,7 @@ typedef struct api_wait {
     int64_t deadline_ms, last_beat_ms;
     char *body; /* the answer, once made */
     size_t len, off;
+    struct api_wait *next, *prev; /* in a->waiters until its stream ends */
 } api_wait;
 
 typedef struct changes_ctx {
@@ -471,6 +475,15 @@ static int changes_make(api_wait *w, int final)
 static void wait_free(void *vw)
 {
     api_wait *w = vw;
+    api *a = w->a;
+    pthread_mutex_lock(&a->wmu);
+    if (w->prev != NULL)
+        w->prev->next = w->next;
+    else
+        a->waiters = w->next;
+    if (w->next != NULL)
+        w->next->prev = w->prev;
+    pthread_mutex_unlock(&a->wmu);
     peer_clear(&w->peer);
     free(w->body);
     sa_free(w);
@@ -575,9 +588,25 @@ static void route_changes(api *a, http_req *r, api_peer *peer)
     w->limit = limit;
     w->last_beat_ms = api_now_ms();
     w->deadline_ms = w->last_beat_ms + (int64_t)wait * 1000;
-    /* the stream looks at the WAL every API_POLL_MS while it waits: a
-     * cheap read of the store's counters, and no thread held */
+    /* woken by api_wal_advanced when new WAL is durable; meanwhile it looks
+     * every API_POLL_MS (deadline, heartbeat) and holds no thread */
+    pthread_mutex_lock(&a->wmu);
+    w->next = a->waiters;
+    if (a->waiters != NULL)
+        a->waiters->prev = w;
+    a->waiters = w;
+    pthread_mutex_unlock(&a->wmu); /* a wake before the stream starts is harmless (S2) */
     http_respond_stream(r, 200, "application/json", changes_produce, w, wait_free, API_POLL_MS);
+}
+
+void api_wal_advanced(api *a)
+{
+    if (a == NULL)
+        return;
+    pthread_mutex_lock(&a->wmu);
+    for (api_wait *w = a->waiters; w != NULL; w = w->next)
+        http_stream_wake(w->req);
+    pthread_mutex_unlock(&a->wmu);
 }
 
 /* ---------------------------------------------------------------------
@@ -941,6 +970,25 @@ static void api_handle(void *ctx, http_req *r)
     api_peer peer;
     if (api_auth(a, r, &peer) != 0)
         return;
+    if (strcmp(path, "/v1/changes") == 0 || strcmp(path, "/v1/snapshot") == 0) {
+        /* the state is whole only once the initial sync is done */
+        void *st = NULL;
+        size_t sl = 0;
+        sa_err err;
+        int ready = sa_store_meta_get(a->store, "ingest.state", &st, &sl, &err) == 0 &&
+                    sl == strlen("streaming") && memcmp(st, "streaming", sl) == 0;
+        sa_free(st);
+        if (!ready) {
+            static const char *const hdr[] = {"Retry-After", "5", NULL};
+            json_t *j = json_object();
+            json_object_set_new(j, "error", json_string("initial_sync"));
+            json_object_set_new(j, "message",
+                                json_string("the bridge is copying its tables; retry shortly"));
+            api_json(a, r, 503, j, hdr);
+            peer_clear(&peer);
+            return;
+        }
+    }
     if (strcmp(path, "/v1/changes") == 0)
         route_changes(a, r, &peer);
     else if (strcmp(path, "/v1/snapshot") == 0)
@@ -961,6 +1009,7 @@ int api_start(const api_options *o, sa_store *store, const char *instance, char 
     a->store = store;
     snprintf(a->instance, sizeof a->instance, "%s", instance);
     pthread_mutex_init(&a->mu, NULL);
+    pthread_mutex_init(&a->wmu, NULL);
     a->tables = sa_calloc(ntables + 1, sizeof *a->tables);
     int rc = a->tables == NULL ? sa_err_set(err, SA_ENOMEM, "out of memory") : 0;
     for (size_t i = 0; rc == 0 && i < ntables; i++) {
@@ -997,5 +1046,6 @@ void api_stop(api *a)
         sa_free(a->tables[i]);
     sa_free(a->tables);
     pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->wmu);
     sa_free(a);
 }

@@ -22,6 +22,8 @@
  *        WAL seq (the cursor); a change PostgreSQL made by applying an
  *        edge's op has that edge as "origin" (and "epoch"), and
  *        "origin_seq": the highest of its op seqs the change belongs to.
+ *        Until the bridge's initial sync is done: 503 {"error":
+ *        "initial_sync"} with Retry-After (the same for /v1/snapshot).
  *   GET  /v1/snapshot
  *        chunked NDJSON, consistent at one seq: {"type": "begin",
  *        "instance", "seq", "tables"}, then {"type": "row", "table", "key",
@@ -77,6 +79,8 @@ void api_options_init(api_options *o /* out */);
 int api_start(const api_options *o, sa_store *store, const char *instance, char *const *tables,
               size_t ntables, api **out /* out */, sa_err *err);
 int api_port(const api *a);
+/* New WAL is durable: wake the waiting long polls.  Any thread; NULL: no-op. */
+void api_wal_advanced(api *a);
 /* Stop serving (pending long polls get 503) and free.  NULL is a no-op. */
 void api_stop(api *a);
 

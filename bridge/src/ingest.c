@@ -325,6 +325,7 @@ static int commit_txn(ingest *ig, txbuf *t, uint32_t xid, uint64_t commit_lsn, u
     say(ig, 3, "transaction %u committed at %s: WAL %" PRIu64 "..%" PRIu64 "%s", xid,
         lsn_str(commit_lsn, l1), res.first_seq, res.last_seq,
         cc.skipped ? " (changes already copied skipped)" : "");
+    api_wal_advanced(ig->api);
 done:
     sa_batch_free(b);
     return rc;
@@ -353,6 +354,7 @@ static int flush_pending(ingest *ig, sa_err *err)
     ig->pend_txns = ig->pend_ops = 0;
     ig->pend_since_ms = 0;
     ig->status_due = 1;
+    api_wal_advanced(ig->api);
     return 0;
 }
 

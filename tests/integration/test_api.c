@@ -618,11 +618,66 @@ static void test_api_end_to_end(void **state)
     g_ok = 1;
 }
 
+/* While the initial sync copies the tables, edges are told to wait: the
+ * state is not whole yet, and a snapshot of it would miss rows. */
+static void test_api_waits_for_initial_sync(void **state)
+{
+    (void)state;
+    sa_err err = {0};
+    if (sa_pgh_start(NULL, &g_h, &err) != 0)
+        fail_msg("cannot start PostgreSQL: %s", err.msg);
+    g_c = PQconnectdb(sa_pgh_conninfo(g_h));
+    PGresult *pr = PQexec(g_c, "CREATE EXTENSION softadastra");
+    if (PQresultStatus(pr) != PGRES_COMMAND_OK) {
+        PQclear(pr);
+        g_ok = 1;
+        skip();
+    }
+    PQclear(pr);
+    sql("CREATE TABLE big (id int PRIMARY KEY, pad text);"
+        "INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 400000) g;"
+        "SELECT softadastra.add_table('big')");
+    q1("SELECT softadastra.create_peer('early')", g_token, sizeof g_token);
+    const char *extra[] = {"--listen", "127.0.0.1:0", NULL};
+    it_data_dir(g_data, sizeof g_data, "api-sync");
+    if (it_bridge_start(&g_b, sa_pgh_conninfo(g_h), g_data, NULL, extra) != 0)
+        fail_msg("cannot start sa-bridge");
+    int st = 0;
+    if (it_wait_log(&g_b, 0, "HTTP API v1 listening on 127.0.0.1:", 60000, &st) != 1)
+        fail_msg("no HTTP API");
+    FILE *f = fopen(g_b.log, "r");
+    char line[4096];
+    while (fgets(line, sizeof line, f) != NULL) {
+        const char *p = strstr(line, "listening on 127.0.0.1:");
+        if (p != NULL)
+            g_port = atoi(p + strlen("listening on 127.0.0.1:"));
+    }
+    fclose(f);
+    resp r = http("/v1/snapshot", g_token, NULL, 0);
+    int early = r.status == 503 && strstr(r.body, "initial_sync") != NULL;
+    free(r.body);
+    if (it_log_contains(&g_b, "initial sync done"))
+        fail_msg("the initial sync finished before the test could ask: make the table bigger");
+    assert_true(early);
+    if (it_wait_log(&g_b, 0, "streaming from slot", 120000, &st) != 1)
+        fail_msg("sa-bridge did not start streaming");
+    r = http("/v1/snapshot", g_token, NULL, 0);
+    expect_status(&r, 200, "snapshot after the initial sync");
+    size_t lines = 0;
+    for (char *c = r.body; *c; c++)
+        lines += *c == '\n';
+    free(r.body);
+    assert_int_equal(lines, 400000 + 2);
+    it_bridge_stop(&g_b, SIGTERM);
+    g_ok = 1;
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_api_end_to_end, teardown),
+        cmocka_unit_test_teardown(test_api_waits_for_initial_sync, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
