@@ -440,9 +440,30 @@ static int changes_make(api_wait *w, int final)
         return 0;
     changes_ctx cx = {.a = a, .peer = &w->peer, .ops = json_array(), .last = w->after};
     uint64_t next = w->after + 1;
-    if (head > w->after &&
-        sa_wal_read(a->store, w->after + 1, (size_t)w->limit, API_CHANGES_MAX_BYTES, 1, changes_cb,
-                    &cx, &next, &err) != 0) {
+    int rc = head > w->after ? sa_wal_read(a->store, w->after + 1, (size_t)w->limit,
+                                           API_CHANGES_MAX_BYTES, 1, changes_cb, &cx, &next, &err)
+                             : 0;
+    if (rc == SA_ERANGE) {
+        /* truncated while this poll waited (the cap, or the peer counted as
+         * gone): the status is sent already, so the body says it */
+        json_decref(cx.ops);
+        json_t *j = json_object();
+        json_object_set_new(j, "instance", json_string(a->instance));
+        json_object_set_new(j, "error", json_string("must_resnapshot"));
+        json_object_set_new(j, "message", json_string("the WAL after the cursor was truncated"));
+        char *s = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+        if (s == NULL || (w->body = malloc(strlen(s) + 1)) == NULL) {
+            free(s);
+            return -1;
+        }
+        w->len = strlen(s) + 1;
+        memcpy(w->body, s, w->len - 1);
+        w->body[w->len - 1] = '\n';
+        free(s);
+        return 1;
+    }
+    if (rc != 0) {
         json_decref(cx.ops);
         return -1;
     }
@@ -546,7 +567,7 @@ static void route_changes(api *a, http_req *r, api_peer *peer)
     const char *why = NULL;
     if (inst != NULL && strcmp(inst, a->instance) != 0)
         why = "the cursor belongs to another bridge instance";
-    else if (after + 1 < wi.first_seq && wi.count > 0)
+    else if (after + 1 < wi.first_seq)
         why = "the cursor is below the retained WAL";
     else if (after > wi.last_seq)
         why = "the cursor is ahead of this bridge's WAL";
@@ -567,6 +588,12 @@ static void route_changes(api *a, http_req *r, api_peer *peer)
     int rc = sa_batch_new(&b, &err);
     if (rc == 0)
         rc = sa_batch_cursor_ack(b, peer->name, after, &err);
+    if (rc == 0) { /* when the peer was last seen: WAL retention counts from it */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+        rc = sa_batch_cursor_attempt(b, peer->name, 1, NULL, now, 0, &err);
+    }
     if (rc == 0)
         rc = sa_store_commit(a->store, b, NULL, &err);
     sa_batch_free(b);
@@ -942,6 +969,8 @@ static void api_handle(void *ctx, http_req *r)
         if (sa_wal_info_get(a->store, &wi, &err) == 0) {
             json_object_set_new(j, "status", json_string("ok"));
             json_object_set_new(j, "head", json_integer((json_int_t)wi.last_seq));
+            json_object_set_new(j, "first", json_integer((json_int_t)wi.first_seq));
+            json_object_set_new(j, "wal_bytes", json_integer((json_int_t)wi.bytes));
             json_object_set_new(j, "durable", json_integer((json_int_t)wi.durable_seq));
             api_json(a, r, 200, j, NULL);
         } else {

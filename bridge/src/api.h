@@ -22,6 +22,9 @@
  *        WAL seq (the cursor); a change PostgreSQL made by applying an
  *        edge's op has that edge as "origin" (and "epoch"), and
  *        "origin_seq": the highest of its op seqs the change belongs to.
+ *        Should the WAL after the cursor be truncated while the poll waits
+ *        (the size cap), the 200 answer's body is {"error":
+ *        "must_resnapshot"} instead.
  *        Until the bridge's initial sync is done: 503 {"error":
  *        "initial_sync"} with Retry-After (the same for /v1/snapshot).
  *   GET  /v1/snapshot

@@ -35,6 +35,8 @@ typedef enum opt_id {
     OPT_LISTEN,
     OPT_MAX_BODY,
     OPT_INBOX_CAP,
+    OPT_WAL_RETENTION,
+    OPT_WAL_CAP,
     OPT_PROGRESS,
     OPT_NO_PROGRESS,
     OPT_LOG_LEVEL,
@@ -128,6 +130,14 @@ static const opt_def opt_defs[] = {
       "Edges' pushes wait (503, Retry-After) while the inbox holds more than this, 1-1048576.",
       1},
      OPT_INBOX_CAP, OPT_INBOX_CAP, 1, 1048576, NUM(inbox_cap_mb)},
+    {{"wal-retention-s", "S",
+      "Keep the WAL an edge seen within this many seconds has not acknowledged yet; an edge "
+      "silent longer must bootstrap again (409 must_resnapshot), 1-31536000.",
+      1},
+     OPT_WAL_RETENTION, OPT_WAL_RETENTION, 1, 31536000, NUM(wal_retention_s)},
+    {{"wal-cap-mb", "MB",
+      "Truncate the oldest WAL beyond this size even if an edge still needs it, 1-1048576.", 1},
+     OPT_WAL_CAP, OPT_WAL_CAP, 1, 1048576, NUM(wal_cap_mb)},
     {{"progress", NULL,
       "Show a progress line (rows, rows/s, tables, ETA) during the initial sync; by default "
       "only when standard error is a terminal. In a config file: progress = auto|on|off.",
@@ -185,6 +195,8 @@ int cfg_defaults(sa_bridge_config *cfg, sa_err *err)
     cfg->listen = sa_strdup("127.0.0.1:8433");
     cfg->max_body_kb = 8192;
     cfg->inbox_cap_mb = 256;
+    cfg->wal_retention_s = 7 * 24 * 3600;
+    cfg->wal_cap_mb = 1024;
     cfg->progress = -1;
     cfg->log_level = 2;
     cfg->config_file = NULL;
@@ -327,7 +339,9 @@ static int opt_apply(sa_bridge_config *cfg, const opt_def *d, const char *value,
     case OPT_RETRY_CAP:
     case OPT_TXN_MEMORY:
     case OPT_MAX_BODY:
-    case OPT_INBOX_CAP: {
+    case OPT_INBOX_CAP:
+    case OPT_WAL_RETENTION:
+    case OPT_WAL_CAP: {
         uint32_t v = 0;
         if ((rc = parse_u32(value, d->min, d->max, &v, err)) == 0)
             *(uint32_t *)(void *)((char *)cfg + d->off) = v;
@@ -415,6 +429,8 @@ int cfg_format_value(const sa_bridge_config *cfg, const char *name, char *buf, s
     case OPT_TXN_MEMORY:
     case OPT_MAX_BODY:
     case OPT_INBOX_CAP:
+    case OPT_WAL_RETENTION:
+    case OPT_WAL_CAP:
         snprintf(buf, cap, "%u", *(const uint32_t *)(const void *)((const char *)cfg + d->off));
         return 0;
     case OPT_PROGRESS:

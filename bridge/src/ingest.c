@@ -77,6 +77,7 @@ typedef struct ingest {
     char src_peer[64];
     uint64_t src_epoch, src_seq;
     struct applier *applier; /* inbox -> apply_ops, when the extension is there */
+    int64_t retention_ms;    /* repl_clock_ms() of the last WAL retention pass */
     ingest_log_fn log;
     void *lctx;
     volatile sig_atomic_t *stop;
@@ -549,6 +550,62 @@ static int commit_batch(ingest *ig, uint64_t commit_lsn, uint64_t end_lsn, sa_er
     if (repl_clock_ms() - ig->pend_since_ms >= 20 || sa_batch_bytes(ig->cur_batch) >= (4u << 20))
         return flush_pending(ig, err);
     return 0;
+}
+
+typedef struct floor_ctx {
+    uint64_t now_ms, window_ms;
+    uint64_t floor; /* lowest acked + 1 among peers seen within the window */
+    int peers;
+} floor_ctx;
+
+static int floor_cb(const char *peer, const sa_cursor *c, void *vctx)
+{
+    (void)peer;
+    floor_ctx *f = vctx;
+    if (c->last_attempt_ms + f->window_ms < f->now_ms)
+        return 0; /* silent too long: it will bootstrap again */
+    if (f->peers == 0 || c->acked + 1 < f->floor)
+        f->floor = c->acked + 1;
+    f->peers++;
+    return 0;
+}
+
+/*
+ * WAL retention: drop what every edge seen within --wal-retention-s has
+ * acknowledged, and beyond --wal-cap-mb the oldest records whoever still
+ * needs them.  Edges left behind get 409 must_resnapshot (api.h).  With no
+ * recent edge only the cap applies.
+ */
+static void retention(ingest *ig)
+{
+    sa_wal_info wi;
+    sa_err err = {0};
+    if (sa_wal_info_get(ig->store, &wi, &err) != 0 || wi.count == 0)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    floor_ctx f = {(uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000,
+                   (uint64_t)ig->cfg->wal_retention_s * 1000, 0, 0};
+    if (sa_cursor_foreach(ig->store, floor_cb, &f, &err) != 0)
+        return;
+    uint64_t below = f.peers > 0 ? f.floor : wi.first_seq;
+    uint64_t cap = (uint64_t)ig->cfg->wal_cap_mb << 20;
+    if (wi.bytes > cap) {
+        /* about as many of the oldest records as make up the excess */
+        uint64_t drop = wi.count - (uint64_t)((double)wi.count * (double)cap / (double)wi.bytes);
+        if (wi.first_seq + drop > below)
+            below = wi.first_seq + drop;
+    }
+    if (below > wi.durable_seq + 1)
+        below = wi.durable_seq + 1;
+    if (below <= wi.first_seq)
+        return;
+    if (sa_wal_truncate(ig->store, below, &err) != 0) {
+        say(ig, 1, "WAL retention: %s", err.msg);
+        return;
+    }
+    say(ig, 3, "WAL retention: records below %" PRIu64 " dropped (%d recent edge(s))", below,
+        f.peers);
 }
 
 static int handle_msg(ingest *ig, const pgo_msg *m, sa_err *err)
@@ -1111,6 +1168,11 @@ static int session(ingest *ig, sa_err *err)
         if (between && now - ig->pend_since_ms >= 20 && (rc = flush_pending(ig, err)) != 0) {
             ig->fatal = 1; /* bounded latency under a steady stream */
             return rc;
+        }
+        int64_t every = ig->cfg->wal_retention_s >= 20 ? 10000 : (int64_t)ig->cfg->wal_retention_s * 500;
+        if (ig->api != NULL && now - ig->retention_ms >= every) {
+            ig->retention_ms = now;
+            retention(ig);
         }
         if (ig->status_due || now - ig->last_status_ms >= ig->cfg->status_interval_ms)
             if ((rc = send_status(ig, 0, err)) != 0)

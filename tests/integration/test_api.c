@@ -672,12 +672,112 @@ static void test_api_waits_for_initial_sync(void **state)
     g_ok = 1;
 }
 
+static long long healthz_field(const char *name)
+{
+    resp r = http("/healthz", NULL, NULL, 0);
+    expect_status(&r, 200, "healthz");
+    json_t *j = json_of(&r);
+    long long v = json_integer_value(json_object_get(j, name));
+    json_decref(j);
+    free(r.body);
+    return v;
+}
+
+/* WAL retention: what every recently seen edge acknowledged is dropped; an
+ * edge silent past the window gets 409 and bootstraps again; beyond the
+ * size cap the oldest records go whoever needs them. */
+static void test_api_wal_retention(void **state)
+{
+    (void)state;
+    sa_err err = {0};
+    if (sa_pgh_start(NULL, &g_h, &err) != 0)
+        fail_msg("cannot start PostgreSQL: %s", err.msg);
+    g_c = PQconnectdb(sa_pgh_conninfo(g_h));
+    PGresult *pr = PQexec(g_c, "CREATE EXTENSION softadastra");
+    if (PQresultStatus(pr) != PGRES_COMMAND_OK) {
+        PQclear(pr);
+        g_ok = 1;
+        skip();
+    }
+    PQclear(pr);
+    sql("CREATE TABLE t (id int PRIMARY KEY, pad text); SELECT softadastra.add_table('t')");
+    char active[128], stale[128];
+    q1("SELECT softadastra.create_peer('active')", active, sizeof active);
+    q1("SELECT softadastra.create_peer('stale')", stale, sizeof stale);
+    const char *extra[] = {"--listen", "127.0.0.1:0", "--wal-retention-s", "3", "--wal-cap-mb", "2", NULL};
+    it_data_dir(g_data, sizeof g_data, "api-ret");
+    if (it_bridge_start(&g_b, sa_pgh_conninfo(g_h), g_data, NULL, extra) != 0)
+        fail_msg("cannot start sa-bridge");
+    int st = 0;
+    if (it_wait_log(&g_b, 0, "streaming from slot", 60000, &st) != 1)
+        fail_msg("sa-bridge did not start streaming");
+    FILE *f = fopen(g_b.log, "r");
+    char line[4096];
+    while (fgets(line, sizeof line, f) != NULL) {
+        const char *p = strstr(line, "listening on 127.0.0.1:");
+        if (p != NULL)
+            g_port = atoi(p + strlen("listening on 127.0.0.1:"));
+    }
+    fclose(f);
+
+    sql("INSERT INTO t SELECT g, 'a' FROM generate_series(1, 50) g");
+    char path[256];
+    resp r;
+    /* both edges seen at the head of the first batch */
+    long long head = 0;
+    for (int64_t end = it_now_ms() + 20000; it_now_ms() < end && head < 50; it_sleep_ms(100))
+        head = healthz_field("head");
+    assert_true(head >= 50);
+    snprintf(path, sizeof path, "/v1/changes?after=%lld", head);
+    r = http(path, stale, NULL, 0);
+    expect_status(&r, 200, "stale edge, once");
+    free(r.body);
+    long long stale_at = head;
+    /* the active edge keeps up with more writes; the stale one goes quiet */
+    sql("INSERT INTO t SELECT g, 'b' FROM generate_series(51, 100) g");
+    long long first = 0;
+    for (int64_t end = it_now_ms() + 30000; it_now_ms() < end; it_sleep_ms(500)) {
+        head = healthz_field("head");
+        snprintf(path, sizeof path, "/v1/changes?after=%lld", head);
+        r = http(path, active, NULL, 0);
+        expect_status(&r, 200, "active edge");
+        free(r.body);
+        first = healthz_field("first");
+        if (first > stale_at + 1)
+            break;
+    }
+    if (first <= stale_at + 1)
+        fail_msg("the WAL was not truncated past the stale edge (first %lld, stale at %lld)", first,
+                 stale_at);
+    assert_true(first <= head + 1); /* never past what the active edge acknowledged */
+    snprintf(path, sizeof path, "/v1/changes?after=%lld", stale_at);
+    r = http(path, stale, NULL, 0);
+    expect_status(&r, 409, "stale edge after retention");
+    assert_non_null(strstr(r.body, "must_resnapshot"));
+    free(r.body);
+
+    /* the size cap: ~6 MB of changes with the edges all gone quiet */
+    it_sleep_ms(3500);
+    sql("INSERT INTO t SELECT g, repeat('x', 2000) FROM generate_series(1000, 4000) g");
+    long long bytes = 0;
+    for (int64_t end = it_now_ms() + 30000; it_now_ms() < end; it_sleep_ms(500)) {
+        bytes = healthz_field("wal_bytes");
+        if (healthz_field("head") >= 3100 && bytes <= (2 << 20))
+            break;
+    }
+    if (bytes > (2 << 20))
+        fail_msg("the WAL holds %lld bytes, over its 2 MB cap", bytes);
+    it_bridge_stop(&g_b, SIGTERM);
+    g_ok = 1;
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_api_end_to_end, teardown),
         cmocka_unit_test_teardown(test_api_waits_for_initial_sync, teardown),
+        cmocka_unit_test_teardown(test_api_wal_retention, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
