@@ -1050,6 +1050,10 @@ int api_start(const api_options *o, sa_store *store, const char *instance, char 
     http_limits lim;
     http_limits_init(&lim);
     lim.max_body = o->max_body;
+    if (o->max_conns > 0)
+        lim.max_conns = o->max_conns;
+    if (o->max_conns_per_ip > 0)
+        lim.per_ip_conns = o->max_conns_per_ip;
     if (rc == 0)
         rc = http_start(o->listen, &lim, api_handle, a, &a->http, err);
     if (rc != 0) {

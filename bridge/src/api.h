@@ -68,6 +68,7 @@ typedef struct api_options {
     uint64_t inbox_cap;  /* inbox size above which pushes get 503 (default 256 MiB) */
     int auth_ttl_ms;     /* how long a token lookup is trusted (default 5000) */
     int changes_max_ops; /* ops per /v1/changes answer at most (default 1000) */
+    unsigned max_conns, max_conns_per_ip; /* HTTP connection limits (0: http.h defaults) */
     void (*on_ops)(void *ctx); /* called (any thread) after ops were queued */
     void *on_ops_ctx;
 } api_options;

@@ -37,6 +37,8 @@ typedef enum opt_id {
     OPT_INBOX_CAP,
     OPT_WAL_RETENTION,
     OPT_WAL_CAP,
+    OPT_MAX_CONNS,
+    OPT_MAX_CONNS_IP,
     OPT_PROGRESS,
     OPT_NO_PROGRESS,
     OPT_LOG_LEVEL,
@@ -138,6 +140,14 @@ static const opt_def opt_defs[] = {
     {{"wal-cap-mb", "MB",
       "Truncate the oldest WAL beyond this size even if an edge still needs it, 1-1048576.", 1},
      OPT_WAL_CAP, OPT_WAL_CAP, 1, 1048576, NUM(wal_cap_mb)},
+    {{"max-connections", "N",
+      "HTTP connections at once (each waiting long poll holds one, but no thread), 1-1000000.",
+      1},
+     OPT_MAX_CONNS, OPT_MAX_CONNS, 1, 1000000, NUM(max_conns)},
+    {{"max-connections-per-ip", "N",
+      "HTTP connections at once from one address (edges behind one NAT share it), 1-1000000.",
+      1},
+     OPT_MAX_CONNS_IP, OPT_MAX_CONNS_IP, 1, 1000000, NUM(max_conns_per_ip)},
     {{"progress", NULL,
       "Show a progress line (rows, rows/s, tables, ETA) during the initial sync; by default "
       "only when standard error is a terminal. In a config file: progress = auto|on|off.",
@@ -197,6 +207,8 @@ int cfg_defaults(sa_bridge_config *cfg, sa_err *err)
     cfg->inbox_cap_mb = 256;
     cfg->wal_retention_s = 7 * 24 * 3600;
     cfg->wal_cap_mb = 1024;
+    cfg->max_conns = 4096;
+    cfg->max_conns_per_ip = 1024;
     cfg->progress = -1;
     cfg->log_level = 2;
     cfg->config_file = NULL;
@@ -341,7 +353,9 @@ static int opt_apply(sa_bridge_config *cfg, const opt_def *d, const char *value,
     case OPT_MAX_BODY:
     case OPT_INBOX_CAP:
     case OPT_WAL_RETENTION:
-    case OPT_WAL_CAP: {
+    case OPT_WAL_CAP:
+    case OPT_MAX_CONNS:
+    case OPT_MAX_CONNS_IP: {
         uint32_t v = 0;
         if ((rc = parse_u32(value, d->min, d->max, &v, err)) == 0)
             *(uint32_t *)(void *)((char *)cfg + d->off) = v;
@@ -431,6 +445,8 @@ int cfg_format_value(const sa_bridge_config *cfg, const char *name, char *buf, s
     case OPT_INBOX_CAP:
     case OPT_WAL_RETENTION:
     case OPT_WAL_CAP:
+    case OPT_MAX_CONNS:
+    case OPT_MAX_CONNS_IP:
         snprintf(buf, cap, "%u", *(const uint32_t *)(const void *)((const char *)cfg + d->off));
         return 0;
     case OPT_PROGRESS:

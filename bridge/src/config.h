@@ -33,6 +33,8 @@ typedef struct sa_bridge_config {
     uint32_t inbox_cap_mb;         /* pushes get 503 above this inbox size; default 256 */
     uint32_t wal_retention_s;      /* WAL kept for edges seen this recently; default 7 days */
     uint32_t wal_cap_mb;           /* WAL truncated beyond this size regardless; default 1024 */
+    uint32_t max_conns;            /* HTTP connections at once; default 4096 */
+    uint32_t max_conns_per_ip;     /* ... from one address; default 1024 */
     int progress;                  /* -1 auto (a terminal), 0 plain log lines, 1 progress line */
     int log_level;                 /* 0 error, 1 warn, 2 info (default), 3 debug */
     char *config_file;             /* the file the settings came from, if any */

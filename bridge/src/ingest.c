@@ -1347,6 +1347,8 @@ static int start_api(ingest *ig, sa_err *err)
     o.pg = ig->cfg->pg;
     o.max_body = (size_t)ig->cfg->max_body_kb * 1024;
     o.inbox_cap = (uint64_t)ig->cfg->inbox_cap_mb << 20;
+    o.max_conns = ig->cfg->max_conns;
+    o.max_conns_per_ip = ig->cfg->max_conns_per_ip;
     if ((rc = api_start(&o, ig->store, instance, ig->tables, ig->ntables, &ig->api, err)) != 0)
         return rc;
     char host[256];

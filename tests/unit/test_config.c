@@ -112,8 +112,8 @@ static void test_config_option_table(void **state)
     const char *want[] = {"pg", "data", "slot", "publication", "tables", "config", "durability",
                           "status-interval-ms", "dead-after-ms", "retry-base-ms", "retry-cap-ms",
                           "txn-memory-kb", "listen", "max-body-kb", "inbox-cap-mb",
-                          "wal-retention-s", "wal-cap-mb", "progress", "no-progress", "log-level",
-                          "help"};
+                          "wal-retention-s", "wal-cap-mb", "max-connections",
+                          "max-connections-per-ip", "progress", "no-progress", "log-level", "help"};
     /* clang-format on */
     size_t n = 0;
     const cfg_option *o;
