@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,6 +212,14 @@ static int cmd_run(int argc, char **argv)
     if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) {
         fprintf(stderr, "sa-bridge run: cannot install signal handlers: %s\n", strerror(errno));
         goto done;
+    }
+
+    /* every waiting long poll holds a socket: take the file descriptors the
+     * system allows (the soft limit is often 1024, the hard one far more) */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
     }
 
     log_ctx lc = {cfg.log_level, cfg.progress, 0};
