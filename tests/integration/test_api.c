@@ -771,6 +771,63 @@ static void test_api_wal_retention(void **state)
     g_ok = 1;
 }
 
+/* PostgreSQL down: edges keep pushing (into the inbox) and pulling (from
+ * the WAL); once it is back the applier catches up. */
+static void test_api_postgres_down(void **state)
+{
+    (void)state;
+    if (!setup_world()) {
+        g_ok = 1;
+        skip();
+    }
+    const char *one = "{\"epoch\": 2, \"ops\": [{\"origin\":\"till1\",\"epoch\":2,\"seq\":1,\"hlc\":5,"
+                      "\"kind\":\"insert\",\"table\":\"public.items\",\"key\":{\"id\":900},"
+                      "\"cols\":{\"name\":\"before\"},\"types\":{\"id\":23,\"name\":25}}]}";
+    resp r = http("/v1/ops", g_token, one, strlen(one));
+    expect_status(&r, 200, "push while up");
+    free(r.body);
+    long long head = healthz_field("head");
+
+    sa_err err = {0};
+    if (sa_pgh_stop_server(g_h, 1, &err) != 0)
+        fail_msg("cannot stop PostgreSQL: %s", err.msg);
+    const char *two = "{\"epoch\": 2, \"ops\": [{\"origin\":\"till1\",\"epoch\":2,\"seq\":2,\"hlc\":6,"
+                      "\"kind\":\"insert\",\"table\":\"public.items\",\"key\":{\"id\":901},"
+                      "\"cols\":{\"name\":\"while down\"},\"types\":{\"id\":23,\"name\":25}}]}";
+    r = http("/v1/ops", g_token, two, strlen(two));
+    expect_status(&r, 200, "push while PostgreSQL is down");
+    assert_non_null(strstr(r.body, "\"accepted\":2"));
+    free(r.body);
+    char path[128];
+    snprintf(path, sizeof path, "/v1/changes?after=%lld", head > 0 ? head - 1 : 0);
+    r = http(path, g_token, NULL, 0);
+    expect_status(&r, 200, "pull while PostgreSQL is down");
+    free(r.body);
+
+    if (sa_pgh_start_server(g_h, &err) != 0)
+        fail_msg("cannot start PostgreSQL again: %s", err.msg);
+    PQfinish(g_c);
+    g_c = PQconnectdb(sa_pgh_conninfo(g_h));
+    json_t *res = NULL;
+    for (int64_t end = it_now_ms() + 60000; it_now_ms() < end; it_sleep_ms(200)) {
+        r = http("/v1/ops/results?epoch=2", g_token, NULL, 0);
+        json_decref(res);
+        res = r.status == 200 ? json_of(&r) : NULL;
+        free(r.body);
+        if (res != NULL && json_integer_value(json_object_get(res, "applied")) == 2)
+            break;
+    }
+    assert_non_null(res);
+    assert_int_equal(json_integer_value(json_object_get(res, "applied")), 2);
+    assert_int_equal(json_array_size(json_object_get(res, "results")), 2);
+    json_decref(res);
+    char v[64];
+    q1("SELECT name FROM items WHERE id = 901", v, sizeof v);
+    assert_string_equal(v, "while down");
+    it_bridge_stop(&g_b, SIGTERM);
+    g_ok = 1;
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -778,6 +835,7 @@ int main(void)
         cmocka_unit_test_teardown(test_api_end_to_end, teardown),
         cmocka_unit_test_teardown(test_api_waits_for_initial_sync, teardown),
         cmocka_unit_test_teardown(test_api_wal_retention, teardown),
+        cmocka_unit_test_teardown(test_api_postgres_down, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
