@@ -474,6 +474,7 @@ static int changes_make(api_wait *w, int final)
     /* only ops this peer may not see: answered anyway, so its cursor moves */
     json_t *j = json_object();
     json_object_set_new(j, "instance", json_string(a->instance));
+    json_object_set_new(j, "peer", json_string(w->peer.name));
     json_object_set_new(j, "ops", cx.ops);
     json_object_set_new(j, "next", json_integer((json_int_t)cx.last));
     json_object_set_new(j, "head", json_integer((json_int_t)head));
@@ -691,6 +692,7 @@ static int snap_next_line(snap_ctx *s)
         json_t *j = json_object(), *t = json_array();
         json_object_set_new(j, "type", json_string("begin"));
         json_object_set_new(j, "instance", json_string(a->instance));
+        json_object_set_new(j, "peer", json_string(s->peer.name));
         json_object_set_new(j, "seq", json_integer((json_int_t)sa_snapshot_seq(s->snap)));
         for (size_t i = 0; i < a->ntables; i++)
             if (peer_allows(a, &s->peer, a->tables[i]))
@@ -800,6 +802,28 @@ static uint64_t inbox_hi(api *a, const char *origin)
     return hi;
 }
 
+/* PostgreSQL's applied watermark of (peer, epoch): 0 and *out (0 when
+ * never seen), or non-zero when it cannot be read (no extension, down).
+ * a->mu held. */
+static int pg_applied_seq(api *a, const char *peer, uint64_t epoch, uint64_t *out)
+{
+    *out = 0;
+    if (a->pg == NULL || PQstatus(a->pg) != CONNECTION_OK)
+        return -1;
+    char e[24];
+    snprintf(e, sizeof e, "%" PRIu64, epoch);
+    const char *params[2] = {peer, e};
+    PGresult *res = PQexecParams(a->pg,
+                                 "SELECT applied_seq FROM softadastra.peer_progress "
+                                 "WHERE peer = $1 AND epoch = $2::bigint",
+                                 2, NULL, params, NULL, NULL, 0);
+    int rc = PQresultStatus(res) == PGRES_TUPLES_OK ? 0 : -1;
+    if (rc == 0 && PQntuples(res) == 1)
+        *out = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return rc;
+}
+
 static void route_ops(api *a, http_req *r, api_peer *peer)
 {
     size_t len = 0;
@@ -860,7 +884,16 @@ static void route_ops(api *a, http_req *r, api_peer *peer)
     }
     /* one writer per origin at a time decides the seqs: the mutex */
     pthread_mutex_lock(&a->mu);
-    uint64_t hi = inbox_hi(a, origin), start = hi;
+    uint64_t hi = inbox_hi(a, origin);
+    if (hi == 0) {
+        /* nothing accepted here yet for this origin: a new bridge instance
+         * (data directory) starts where PostgreSQL's watermark is, so an
+         * edge's ops applied through an earlier one stay duplicates */
+        uint64_t applied = 0;
+        if (pg_applied_seq(a, peer->name, epoch, &applied) == 0)
+            hi = applied;
+    }
+    uint64_t start = hi;
     int rc = sa_batch_new(&b, &err);
     for (size_t i = 0; rc == 0 && i < nops; i++) {
         if (ops[i]->seq <= hi)
@@ -894,6 +927,7 @@ static void route_ops(api *a, http_req *r, api_peer *peer)
         a->opt.on_ops(a->opt.on_ops_ctx);
     json_t *j = json_object();
     json_object_set_new(j, "accepted", json_integer((json_int_t)hi));
+    json_object_set_new(j, "peer", json_string(peer->name));
     api_json(a, r, 200, j, NULL);
 done:
     for (size_t i = 0; ops != NULL && i < nops; i++)
@@ -947,6 +981,7 @@ static void route_results(api *a, http_req *r, api_peer *peer)
         return;
     }
     json_t *j = json_object();
+    json_object_set_new(j, "peer", json_string(peer->name));
     json_object_set_new(j, "results", cx.arr);
     json_object_set_new(j, "applied", json_integer((json_int_t)applied));
     json_object_set_new(j, "accepted", json_integer((json_int_t)inbox_hi(a, origin)));

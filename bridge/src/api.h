@@ -1,7 +1,8 @@
 /*
  * api.h — the bridge's HTTP API v1, served by sa-bridge run next to ingest.
  *
- * Every JSON answer carries "instance": the bridge data directory's id.  An
+ * Every JSON answer carries "instance": the bridge data directory's id, and
+ * authenticated ones "peer": the name the token belongs to.  An
  * edge holds (instance, cursor); a cursor of another instance, below the
  * retained WAL, above its head, or from before a resync point gets 409
  * {"error": "must_resnapshot"}: the edge bootstraps again, it is never
@@ -34,7 +35,9 @@
  *        bounded by a row, not a table.  The edge then pulls after seq.
  *   POST /v1/ops   {"epoch": E, "ops": [op, ...]}   (the wire form of ops)
  *        queues the peer's ops in the inbox; 200 {"accepted": S} only once
- *        durable, S the highest seq accepted for (peer, epoch).  Seqs
+ *        durable, S the highest seq accepted for (peer, epoch); a new bridge
+ *        instance starts from PostgreSQL's applied watermark of (peer,
+ *        epoch), so ops applied through an earlier one stay duplicates.  Seqs
  *        already accepted are accepted again silently; a gap refuses the
  *        whole batch with 409 {"error": "gap", "expected"}; a table the
  *        peer may not write, or a malformed op, 400 naming it; over the

@@ -824,7 +824,52 @@ static void test_api_postgres_down(void **state)
     char v[64];
     q1("SELECT name FROM items WHERE id = 901", v, sizeof v);
     assert_string_equal(v, "while down");
+
+    /* a new bridge instance (another data directory, its own slot) takes
+     * up where PostgreSQL's watermark is: the edge's next op is accepted,
+     * its applied ones stay duplicates, nothing is applied twice */
     it_bridge_stop(&g_b, SIGTERM);
+    it_rmrf(g_data);
+    memset(&g_b, 0, sizeof g_b);
+    g_data[0] = '\0';
+    {
+        const char *extra[] = {"--listen", "127.0.0.1:0", "--slot", "second", NULL};
+        it_data_dir(g_data, sizeof g_data, "api2");
+        if (it_bridge_start(&g_b, sa_pgh_conninfo(g_h), g_data, NULL, extra) != 0)
+            fail_msg("cannot start sa-bridge");
+        int st = 0;
+        if (it_wait_log(&g_b, 0, "streaming from slot", 60000, &st) != 1)
+            fail_msg("the second bridge did not start streaming");
+        FILE *f = fopen(g_b.log, "r");
+        char line[4096];
+        while (fgets(line, sizeof line, f) != NULL) {
+            const char *p = strstr(line, "listening on 127.0.0.1:");
+            if (p != NULL)
+                g_port = atoi(p + strlen("listening on 127.0.0.1:"));
+        }
+        fclose(f);
+    }
+    char both[1024];
+    snprintf(both, sizeof both,
+             "{\"epoch\": 2, \"ops\": [%.*s, {\"origin\":\"till1\",\"epoch\":2,\"seq\":3,\"hlc\":7,"
+             "\"kind\":\"insert\",\"table\":\"public.items\",\"key\":{\"id\":902},"
+             "\"cols\":{\"name\":\"new instance\"},\"types\":{\"id\":23,\"name\":25}}]}",
+             (int)(strstr(two, "]}") - strchr(two, '[') - 1), strchr(two, '[') + 1);
+    r = http("/v1/ops", g_token, both, strlen(both));
+    expect_status(&r, 200, "push to a new instance");
+    assert_non_null(strstr(r.body, "\"accepted\":3"));
+    assert_non_null(strstr(r.body, "\"peer\":\"till1\""));
+    free(r.body);
+    for (int64_t end = it_now_ms() + 30000; it_now_ms() < end; it_sleep_ms(200)) {
+        q1("SELECT count(*) FROM items WHERE id = 902", v, sizeof v);
+        if (strcmp(v, "1") == 0)
+            break;
+    }
+    assert_string_equal(v, "1");
+    q1("SELECT applied_seq FROM softadastra.peer_progress WHERE peer = 'till1' AND epoch = 2", v,
+       sizeof v);
+    assert_string_equal(v, "3");
+    it_bridge_stop(&g_b, SIGTERM); /* the cluster, slots and all, goes with the teardown */
     g_ok = 1;
 }
 
