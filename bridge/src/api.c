@@ -34,6 +34,7 @@
 #include "applier.h"
 #include "http.h"
 #include "sa/sa_alloc.h"
+#include "sa/sa_buf.h"
 #include "sa/sa_op.h"
 
 #define API_META_INSTANCE "bridge.instance"
@@ -990,6 +991,114 @@ static void route_results(api *a, http_req *r, api_peer *peer)
 }
 
 /* ---------------------------------------------------------------------
+ * /metrics (Prometheus text format 0.0.4)
+ * ------------------------------------------------------------------- */
+
+typedef struct metrics_ctx {
+    sa_buf *out;
+    uint64_t head;
+    uint64_t now_ms;
+} metrics_ctx;
+
+/* A label value, escaped as the text format wants (\\, \", \n). */
+static void label_put(sa_buf *b, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            sa_buf_put_u8(b, '\\');
+        if (*v == '\n') {
+            sa_buf_put(b, "\\n", 2);
+            continue;
+        }
+        sa_buf_put_u8(b, (uint8_t)*v);
+    }
+}
+
+static void metric(sa_buf *b, const char *name, const char *label, const char *lv, double v)
+{
+    char num[64];
+    sa_buf_put(b, name, strlen(name));
+    if (label != NULL) {
+        sa_buf_put_u8(b, '{');
+        sa_buf_put(b, label, strlen(label));
+        sa_buf_put(b, "=\"", 2);
+        label_put(b, lv);
+        sa_buf_put(b, "\"}", 2);
+    }
+    int n = snprintf(num, sizeof num, " %.17g\n", v);
+    sa_buf_put(b, num, (size_t)n);
+}
+
+static void help(sa_buf *b, const char *name, const char *type, const char *text)
+{
+    char line[512];
+    int n = snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, type);
+    sa_buf_put(b, line, (size_t)n);
+}
+
+static int metrics_peer_acked(const char *peer, const sa_cursor *c, void *vctx)
+{
+    metrics_ctx *m = vctx;
+    metric(m->out, "softadastra_edge_acked_seq", "peer", peer, (double)c->acked);
+    return 0;
+}
+
+static int metrics_peer_lag(const char *peer, const sa_cursor *c, void *vctx)
+{
+    metrics_ctx *m = vctx;
+    metric(m->out, "softadastra_edge_queue_depth_ops", "peer", peer,
+           m->head > c->acked ? (double)(m->head - c->acked) : 0.0);
+    return 0;
+}
+
+static int metrics_peer_seen(const char *peer, const sa_cursor *c, void *vctx)
+{
+    metrics_ctx *m = vctx;
+    if (c->last_attempt_ms > 0)
+        metric(m->out, "softadastra_edge_last_seen_seconds", "peer", peer,
+               m->now_ms > c->last_attempt_ms ? (double)(m->now_ms - c->last_attempt_ms) / 1000.0 : 0.0);
+    return 0;
+}
+
+static void route_metrics(api *a, http_req *r)
+{
+    sa_buf b;
+    sa_buf_init(&b);
+    sa_wal_info wi;
+    sa_err err = {0};
+    if (sa_wal_info_get(a->store, &wi, &err) != 0) {
+        http_respond(r, 503, "text/plain", err.msg, strlen(err.msg), NULL);
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    metrics_ctx m = {&b, wi.last_seq, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000};
+    help(&b, "softadastra_wal_head_seq", "gauge", "Highest WAL seq appended.");
+    metric(&b, "softadastra_wal_head_seq", NULL, NULL, (double)wi.last_seq);
+    help(&b, "softadastra_wal_durable_seq", "gauge", "Highest WAL seq known durable.");
+    metric(&b, "softadastra_wal_durable_seq", NULL, NULL, (double)wi.durable_seq);
+    help(&b, "softadastra_wal_first_seq", "gauge", "Lowest WAL seq retained.");
+    metric(&b, "softadastra_wal_first_seq", NULL, NULL, (double)wi.first_seq);
+    help(&b, "softadastra_wal_bytes", "gauge", "Bytes of WAL retained.");
+    metric(&b, "softadastra_wal_bytes", NULL, NULL, (double)wi.bytes);
+    uint64_t ic = 0, ib = 0;
+    sa_inbox_stats(a->store, &ic, &ib, &err);
+    help(&b, "softadastra_inbox_ops", "gauge", "Edge ops queued for PostgreSQL.");
+    metric(&b, "softadastra_inbox_ops", NULL, NULL, (double)ic);
+    help(&b, "softadastra_inbox_bytes", "gauge", "Bytes of edge ops queued for PostgreSQL.");
+    metric(&b, "softadastra_inbox_bytes", NULL, NULL, (double)ib);
+    help(&b, "softadastra_edge_acked_seq", "gauge", "WAL seq each edge has acknowledged.");
+    sa_cursor_foreach(a->store, metrics_peer_acked, &m, &err);
+    help(&b, "softadastra_edge_queue_depth_ops", "gauge",
+         "WAL records each edge has not acknowledged yet.");
+    sa_cursor_foreach(a->store, metrics_peer_lag, &m, &err);
+    help(&b, "softadastra_edge_last_seen_seconds", "gauge", "Seconds since each edge last pulled.");
+    sa_cursor_foreach(a->store, metrics_peer_seen, &m, &err);
+    http_respond(r, 200, "text/plain; version=0.0.4", b.data, b.len, NULL);
+    sa_buf_free(&b);
+}
+
+/* ---------------------------------------------------------------------
  * Routing
  * ------------------------------------------------------------------- */
 
@@ -1013,6 +1122,10 @@ static void api_handle(void *ctx, http_req *r)
             json_object_set_new(j, "message", json_string(err.msg));
             api_json(a, r, 503, j, NULL);
         }
+        return;
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        route_metrics(a, r);
         return;
     }
     int known = strcmp(path, "/v1/changes") == 0 || strcmp(path, "/v1/snapshot") == 0 ||

@@ -13,6 +13,9 @@
  *                                    answer cached for a few seconds):
  *                                    missing or unknown 401, disabled 403
  *   GET  /healthz                    {"status": "ok", "instance", "head", ...}
+ *   GET  /metrics                    Prometheus text: WAL head/durable/first/
+ *                                    bytes, inbox ops/bytes, per edge: acked
+ *                                    seq, queue depth, seconds since seen
  *   GET  /v1/changes?after=S&limit=N&wait=W[&instance=I]
  *        records S durably as the peer's acknowledged position, then
  *        answers the ops after S of the tables the peer may read, whole

@@ -336,6 +336,20 @@ static void test_api_end_to_end(void **state)
     json_decref(j);
     free(r.body);
 
+    /* metrics: Prometheus text with the WAL and each edge's progress */
+    r = http("/metrics", NULL, NULL, 0);
+    expect_status(&r, 200, "metrics");
+    {
+        char want_head[64];
+        snprintf(want_head, sizeof want_head, "softadastra_wal_head_seq %lld\n", head);
+        assert_non_null(strstr(r.body, "# TYPE softadastra_wal_head_seq gauge\n"));
+        assert_non_null(strstr(r.body, want_head));
+        assert_non_null(strstr(r.body, "softadastra_edge_acked_seq{peer=\"till2\"}"));
+        assert_non_null(strstr(r.body, "softadastra_edge_queue_depth_ops{peer=\"till2\"}"));
+        assert_non_null(strstr(r.body, "softadastra_inbox_ops "));
+    }
+    free(r.body);
+
     /* cursors the bridge cannot serve */
     snprintf(path, sizeof path, "/v1/changes?after=%lld", head + 1000);
     r = http(path, g_token, NULL, 0);
