@@ -157,45 +157,60 @@ static void expect_status(const resp *r, long status, const char *what)
 
 /* ---- set-up ---------------------------------------------------------- */
 
-static void start_bridge(void)
-{
-    const char *extra[] = {"--listen", "127.0.0.1:0", NULL};
-    if (g_data[0] == '\0')
-        it_data_dir(g_data, sizeof g_data, "api");
-    long from = g_b.log[0] != '\0' ? it_log_size(&g_b) : 0;
-    if (it_bridge_start(&g_b, sa_pgh_conninfo(g_h), g_data, NULL, extra) != 0)
-        fail_msg("cannot start sa-bridge");
-    int st = 0;
-    if (it_wait_log(&g_b, from, "streaming from slot", 60000, &st) != 1)
-        fail_msg("sa-bridge did not start streaming");
-    /* the port it picked */
-    FILE *f = fopen(g_b.log, "r");
-    char line[4096];
-    g_port = 0;
-    fseek(f, from, SEEK_SET);
-    while (fgets(line, sizeof line, f) != NULL) {
-        const char *p = strstr(line, "HTTP API v1 listening on 127.0.0.1:");
-        if (p != NULL)
-            g_port = atoi(p + strlen("HTTP API v1 listening on 127.0.0.1:"));
-    }
-    fclose(f);
-    if (g_port <= 0)
-        fail_msg("the bridge did not log its HTTP port");
-}
-
-static int setup_world(void)
+/* A cluster with the softadastra extension: 1, or 0 when the extension is
+ * not installed (the caller skips). */
+static int start_pg_ext(void)
 {
     sa_err err = {0};
     if (sa_pgh_start(NULL, &g_h, &err) != 0)
         fail_msg("cannot start PostgreSQL: %s", err.msg);
     g_c = PQconnectdb(sa_pgh_conninfo(g_h));
     PGresult *r = PQexec(g_c, "CREATE EXTENSION softadastra");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
         printf("# SKIP: softadastra extension not installed: %s", PQresultErrorMessage(r));
-        PQclear(r);
-        return 0;
-    }
     PQclear(r);
+    return ok;
+}
+
+/* Start sa-bridge (fresh data directory tagged tag, unless one is set) with
+ * extra flags, wait for until_log in its log, and read the HTTP port it
+ * picked into g_port. */
+static void launch_bridge(const char *tag, const char *const *extra, const char *until_log)
+{
+    if (g_data[0] == '\0')
+        it_data_dir(g_data, sizeof g_data, tag);
+    long from = g_b.log[0] != '\0' ? it_log_size(&g_b) : 0;
+    if (it_bridge_start(&g_b, sa_pgh_conninfo(g_h), g_data, NULL, extra) != 0)
+        fail_msg("cannot start sa-bridge");
+    int st = 0;
+    if (it_wait_log(&g_b, from, until_log, 120000, &st) != 1)
+        fail_msg("sa-bridge did not log \"%s\"", until_log);
+    static const char needle[] = "HTTP API v1 listening on 127.0.0.1:";
+    FILE *f = fopen(g_b.log, "r");
+    char line[4096];
+    g_port = 0;
+    fseek(f, from, SEEK_SET);
+    while (fgets(line, sizeof line, f) != NULL) {
+        const char *p = strstr(line, needle);
+        if (p != NULL)
+            g_port = atoi(p + strlen(needle));
+    }
+    fclose(f);
+    if (g_port <= 0)
+        fail_msg("the bridge did not log its HTTP port");
+}
+
+static void start_bridge(void)
+{
+    const char *extra[] = {"--listen", "127.0.0.1:0", NULL};
+    launch_bridge("api", extra, "streaming from slot");
+}
+
+static int setup_world(void)
+{
+    if (!start_pg_ext())
+        return 0;
     sql("CREATE TABLE items (id int PRIMARY KEY, name text, price numeric);"
         "CREATE TABLE secrets (id int PRIMARY KEY, v text);"
         "INSERT INTO items SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 20) g;"
@@ -637,36 +652,17 @@ static void test_api_end_to_end(void **state)
 static void test_api_waits_for_initial_sync(void **state)
 {
     (void)state;
-    sa_err err = {0};
-    if (sa_pgh_start(NULL, &g_h, &err) != 0)
-        fail_msg("cannot start PostgreSQL: %s", err.msg);
-    g_c = PQconnectdb(sa_pgh_conninfo(g_h));
-    PGresult *pr = PQexec(g_c, "CREATE EXTENSION softadastra");
-    if (PQresultStatus(pr) != PGRES_COMMAND_OK) {
-        PQclear(pr);
+    if (!start_pg_ext()) {
         g_ok = 1;
         skip();
     }
-    PQclear(pr);
     sql("CREATE TABLE big (id int PRIMARY KEY, pad text);"
         "INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 400000) g;"
         "SELECT softadastra.add_table('big')");
     q1("SELECT softadastra.create_peer('early')", g_token, sizeof g_token);
     const char *extra[] = {"--listen", "127.0.0.1:0", NULL};
-    it_data_dir(g_data, sizeof g_data, "api-sync");
-    if (it_bridge_start(&g_b, sa_pgh_conninfo(g_h), g_data, NULL, extra) != 0)
-        fail_msg("cannot start sa-bridge");
+    launch_bridge("api-sync", extra, "HTTP API v1 listening on 127.0.0.1:");
     int st = 0;
-    if (it_wait_log(&g_b, 0, "HTTP API v1 listening on 127.0.0.1:", 60000, &st) != 1)
-        fail_msg("no HTTP API");
-    FILE *f = fopen(g_b.log, "r");
-    char line[4096];
-    while (fgets(line, sizeof line, f) != NULL) {
-        const char *p = strstr(line, "listening on 127.0.0.1:");
-        if (p != NULL)
-            g_port = atoi(p + strlen("listening on 127.0.0.1:"));
-    }
-    fclose(f);
     resp r = http("/v1/snapshot", g_token, NULL, 0);
     int early = r.status == 503 && strstr(r.body, "initial_sync") != NULL;
     free(r.body);
@@ -703,36 +699,16 @@ static long long healthz_field(const char *name)
 static void test_api_wal_retention(void **state)
 {
     (void)state;
-    sa_err err = {0};
-    if (sa_pgh_start(NULL, &g_h, &err) != 0)
-        fail_msg("cannot start PostgreSQL: %s", err.msg);
-    g_c = PQconnectdb(sa_pgh_conninfo(g_h));
-    PGresult *pr = PQexec(g_c, "CREATE EXTENSION softadastra");
-    if (PQresultStatus(pr) != PGRES_COMMAND_OK) {
-        PQclear(pr);
+    if (!start_pg_ext()) {
         g_ok = 1;
         skip();
     }
-    PQclear(pr);
     sql("CREATE TABLE t (id int PRIMARY KEY, pad text); SELECT softadastra.add_table('t')");
     char active[128], stale[128];
     q1("SELECT softadastra.create_peer('active')", active, sizeof active);
     q1("SELECT softadastra.create_peer('stale')", stale, sizeof stale);
     const char *extra[] = {"--listen", "127.0.0.1:0", "--wal-retention-s", "3", "--wal-cap-mb", "2", NULL};
-    it_data_dir(g_data, sizeof g_data, "api-ret");
-    if (it_bridge_start(&g_b, sa_pgh_conninfo(g_h), g_data, NULL, extra) != 0)
-        fail_msg("cannot start sa-bridge");
-    int st = 0;
-    if (it_wait_log(&g_b, 0, "streaming from slot", 60000, &st) != 1)
-        fail_msg("sa-bridge did not start streaming");
-    FILE *f = fopen(g_b.log, "r");
-    char line[4096];
-    while (fgets(line, sizeof line, f) != NULL) {
-        const char *p = strstr(line, "listening on 127.0.0.1:");
-        if (p != NULL)
-            g_port = atoi(p + strlen("listening on 127.0.0.1:"));
-    }
-    fclose(f);
+    launch_bridge("api-ret", extra, "streaming from slot");
 
     sql("INSERT INTO t SELECT g, 'a' FROM generate_series(1, 50) g");
     char path[256];
@@ -846,23 +822,8 @@ static void test_api_postgres_down(void **state)
     it_rmrf(g_data);
     memset(&g_b, 0, sizeof g_b);
     g_data[0] = '\0';
-    {
-        const char *extra[] = {"--listen", "127.0.0.1:0", "--slot", "second", NULL};
-        it_data_dir(g_data, sizeof g_data, "api2");
-        if (it_bridge_start(&g_b, sa_pgh_conninfo(g_h), g_data, NULL, extra) != 0)
-            fail_msg("cannot start sa-bridge");
-        int st = 0;
-        if (it_wait_log(&g_b, 0, "streaming from slot", 60000, &st) != 1)
-            fail_msg("the second bridge did not start streaming");
-        FILE *f = fopen(g_b.log, "r");
-        char line[4096];
-        while (fgets(line, sizeof line, f) != NULL) {
-            const char *p = strstr(line, "listening on 127.0.0.1:");
-            if (p != NULL)
-                g_port = atoi(p + strlen("listening on 127.0.0.1:"));
-        }
-        fclose(f);
-    }
+    const char *second[] = {"--listen", "127.0.0.1:0", "--slot", "second", NULL};
+    launch_bridge("api2", second, "streaming from slot");
     char both[1024];
     snprintf(both, sizeof both,
              "{\"epoch\": 2, \"ops\": [%.*s, {\"origin\":\"till1\",\"epoch\":2,\"seq\":3,\"hlc\":7,"
