@@ -44,6 +44,8 @@
 #define API_MAX_WAIT_S 60
 #define API_CHANGES_MAX_BYTES (4u << 20)
 #define API_AUTH_CACHE 256
+#define API_ENC_SLOTS 65536      /* encoded WAL records kept */
+#define API_ENC_MAX (64u << 10)  /* a record larger than this is not kept */
 
 /* A token lookup, cached. */
 #define API_TOKEN_MAX 128
@@ -70,7 +72,17 @@ struct api {
     size_t ncache;
     pthread_mutex_t wmu;       /* the waiting long polls (http.h S4) */
     struct api_wait *waiters;
+    /* recent WAL records as JSON, encoded once for every edge that reads
+     * them: direct-mapped by seq */
+    pthread_mutex_t cmu;
+    struct api_enc *enc; /* [API_ENC_SLOTS] */
 };
+
+typedef struct api_enc {
+    uint64_t seq; /* 0: empty */
+    char *json;
+    size_t len;
+} api_enc;
 
 static int64_t api_now_ms(void)
 {
@@ -399,33 +411,68 @@ typedef struct api_wait {
 typedef struct changes_ctx {
     api *a;
     const api_peer *peer;
-    json_t *ops;
-    size_t bytes;
+    sa_buf *out; /* the ops, comma separated */
+    size_t nops;
     uint64_t last;
     int err;
 } changes_ctx;
 
+/* Append record rec's JSON to cx->out: from the cache, or encoded (and
+ * kept) now. */
 static int changes_cb(const sa_wal_rec *rec, void *vctx)
 {
     changes_ctx *cx = vctx;
+    api *a = cx->a;
     cx->last = rec->seq;
-    if (!peer_allows(cx->a, cx->peer, rec->op->table))
+    if (!peer_allows(a, cx->peer, rec->op->table))
         return 0; /* not this peer's: skipped, the cursor moves past it */
+    if (cx->nops++ > 0 && sa_buf_put_u8(cx->out, ',') != 0)
+        goto oom;
+    api_enc *e = &a->enc[rec->seq % API_ENC_SLOTS];
+    pthread_mutex_lock(&a->cmu);
+    if (e->seq == rec->seq) {
+        int rc = sa_buf_put(cx->out, e->json, e->len);
+        pthread_mutex_unlock(&a->cmu);
+        if (rc != 0)
+            goto oom;
+        return 0;
+    }
+    pthread_mutex_unlock(&a->cmu);
     json_t *j = NULL;
     sa_err err;
-    if (sa_op_to_json(rec->op, &j, &err) != 0) {
-        cx->err = 1;
-        return 1;
-    }
+    if (sa_op_to_json(rec->op, &j, &err) != 0)
+        goto oom;
     if (strcmp(rec->op->origin, "pg") != 0) /* an edge's op, applied in PostgreSQL */
         json_object_set_new(j, "origin_seq", json_integer((json_int_t)rec->op->seq));
     json_object_set_new(j, "seq", json_integer((json_int_t)rec->seq));
     if (rec->group_end)
         json_object_set_new(j, "txn_end", json_true());
-    json_array_append_new(cx->ops, j);
-    cx->bytes += rec->bytes;
+    char *d = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (d == NULL)
+        goto oom;
+    size_t n = strlen(d);
+    int rc = sa_buf_put(cx->out, d, n);
+    if (rc == 0 && n <= API_ENC_MAX) {
+        pthread_mutex_lock(&a->cmu);
+        free(e->json);
+        e->json = d;
+        e->len = n;
+        e->seq = rec->seq;
+        pthread_mutex_unlock(&a->cmu);
+        d = NULL;
+    }
+    free(d);
+    if (rc != 0)
+        goto oom;
     return 0;
+oom:
+    cx->err = 1;
+    return 1;
 }
+
+/* Append the bytes of text s (no length prefix, no NUL). */
+static int put_text(sa_buf *b, const char *s) { return sa_buf_put(b, s, strlen(s)); }
 
 /* Make the answer of w from the WAL as it is now: 1 made, 0 nothing yet
  * (and the wait not over), -1 failed (w->body holds an error answer). */
@@ -439,59 +486,42 @@ static int changes_make(api_wait *w, int final)
     uint64_t head = wi.durable_seq < wi.last_seq ? wi.durable_seq : wi.last_seq;
     if (head <= w->after && !final)
         return 0;
-    changes_ctx cx = {.a = a, .peer = &w->peer, .ops = json_array(), .last = w->after};
+    sa_buf ops;
+    sa_buf_init(&ops);
+    changes_ctx cx = {.a = a, .peer = &w->peer, .out = &ops, .last = w->after};
     uint64_t next = w->after + 1;
     int rc = head > w->after ? sa_wal_read(a->store, w->after + 1, (size_t)w->limit,
                                            API_CHANGES_MAX_BYTES, 1, changes_cb, &cx, &next, &err)
                              : 0;
+    sa_buf body;
+    sa_buf_init(&body);
+    char tail[128];
+    int ok;
     if (rc == SA_ERANGE) {
         /* truncated while this poll waited (the cap, or the peer counted as
          * gone): the status is sent already, so the body says it */
-        json_decref(cx.ops);
-        json_t *j = json_object();
-        json_object_set_new(j, "instance", json_string(a->instance));
-        json_object_set_new(j, "error", json_string("must_resnapshot"));
-        json_object_set_new(j, "message", json_string("the WAL after the cursor was truncated"));
-        char *s = json_dumps(j, JSON_COMPACT);
-        json_decref(j);
-        if (s == NULL || (w->body = malloc(strlen(s) + 1)) == NULL) {
-            free(s);
-            return -1;
-        }
-        w->len = strlen(s) + 1;
-        memcpy(w->body, s, w->len - 1);
-        w->body[w->len - 1] = '\n';
-        free(s);
-        return 1;
+        ok = put_text(&body, "{\"instance\":\"") == 0 && put_text(&body, a->instance) == 0 &&
+             put_text(&body, "\",\"error\":\"must_resnapshot\",\"message\":"
+                                   "\"the WAL after the cursor was truncated\"}\n") == 0;
+    } else if (rc != 0 || cx.err) {
+        ok = 0;
+    } else {
+        /* peer names are [A-Za-z0-9_.-] and instances hex: no escaping */
+        int n = snprintf(tail, sizeof tail, "],\"next\":%" PRIu64 ",\"head\":%" PRIu64 "}\n", cx.last,
+                         head);
+        ok = put_text(&body, "{\"instance\":\"") == 0 && put_text(&body, a->instance) == 0 &&
+             put_text(&body, "\",\"peer\":\"") == 0 && put_text(&body, w->peer.name) == 0 &&
+             put_text(&body, "\",\"ops\":[") == 0 && sa_buf_put(&body, ops.data, ops.len) == 0 &&
+             sa_buf_put(&body, tail, (size_t)n) == 0;
     }
-    if (rc != 0) {
-        json_decref(cx.ops);
+    sa_buf_free(&ops);
+    if (!ok || (w->body = malloc(body.len > 0 ? body.len : 1)) == NULL) {
+        sa_buf_free(&body);
         return -1;
     }
-    if (cx.err) {
-        json_decref(cx.ops);
-        return -1;
-    }
-    /* only ops this peer may not see: answered anyway, so its cursor moves */
-    json_t *j = json_object();
-    json_object_set_new(j, "instance", json_string(a->instance));
-    json_object_set_new(j, "peer", json_string(w->peer.name));
-    json_object_set_new(j, "ops", cx.ops);
-    json_object_set_new(j, "next", json_integer((json_int_t)cx.last));
-    json_object_set_new(j, "head", json_integer((json_int_t)head));
-    char *s = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    if (s == NULL)
-        return -1;
-    w->len = strlen(s) + 1;
-    w->body = malloc(w->len);
-    if (w->body == NULL) {
-        free(s);
-        return -1;
-    }
-    memcpy(w->body, s, w->len - 1);
-    w->body[w->len - 1] = '\n';
-    free(s);
+    memcpy(w->body, body.data, body.len);
+    w->len = body.len;
+    sa_buf_free(&body);
     return 1;
 }
 
@@ -1187,8 +1217,10 @@ int api_start(const api_options *o, sa_store *store, const char *instance, char 
     snprintf(a->instance, sizeof a->instance, "%s", instance);
     pthread_mutex_init(&a->mu, NULL);
     pthread_mutex_init(&a->wmu, NULL);
+    pthread_mutex_init(&a->cmu, NULL);
+    a->enc = sa_calloc(API_ENC_SLOTS, sizeof *a->enc);
     a->tables = sa_calloc(ntables + 1, sizeof *a->tables);
-    int rc = a->tables == NULL ? sa_err_set(err, SA_ENOMEM, "out of memory") : 0;
+    int rc = a->tables == NULL || a->enc == NULL ? sa_err_set(err, SA_ENOMEM, "out of memory") : 0;
     for (size_t i = 0; rc == 0 && i < ntables; i++) {
         if ((a->tables[i] = sa_strdup(tables[i])) == NULL)
             rc = sa_err_set(err, SA_ENOMEM, "out of memory");
@@ -1226,7 +1258,11 @@ void api_stop(api *a)
     for (size_t i = 0; i < a->ntables; i++)
         sa_free(a->tables[i]);
     sa_free(a->tables);
+    for (size_t i = 0; a->enc != NULL && i < API_ENC_SLOTS; i++)
+        free(a->enc[i].json);
+    sa_free(a->enc);
     pthread_mutex_destroy(&a->mu);
     pthread_mutex_destroy(&a->wmu);
+    pthread_mutex_destroy(&a->cmu);
     sa_free(a);
 }
