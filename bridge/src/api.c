@@ -43,7 +43,8 @@
 #define API_POLL_MS 1000 /* a waiting long poll looks at its deadline this often */
 #define API_MAX_WAIT_S 60
 #define API_CHANGES_MAX_BYTES (4u << 20)
-#define API_AUTH_CACHE 256
+#define API_AUTH_CACHE 8192 /* tokens remembered (slots of a hash table) */
+#define API_AUTH_PROBE 16   /* slots looked at from a token's own */
 #define API_ENC_SLOTS 65536      /* encoded WAL records kept */
 #define API_ENC_MAX (64u << 10)  /* a record larger than this is not kept */
 
@@ -68,8 +69,7 @@ struct api {
     http_server *http;
     pthread_mutex_t mu; /* pg, cache, inbox seqs */
     PGconn *pg;
-    api_peer cache[API_AUTH_CACHE];
-    size_t ncache;
+    api_peer *cache; /* [API_AUTH_CACHE], by token hash */
     pthread_mutex_t wmu;       /* the waiting long polls (http.h S4) */
     struct api_wait *waiters;
     /* recent WAL records as JSON, encoded once for every edge that reads
@@ -297,16 +297,26 @@ static int api_auth(api *a, http_req *r, api_peer *out)
     }
     pthread_mutex_lock(&a->mu);
     api_peer *p = NULL;
-    for (size_t i = 0; i < a->ncache; i++)
-        if (p == NULL && token_eq(a->cache[i].token, token))
-            p = &a->cache[i];
+    /* the token's slots: its hash's, and the next few (FNV-1a; which slot a
+     * token lands in says nothing about valid tokens) */
+    uint64_t h = 1469598103934665603ull;
+    for (const char *c = token; *c; c++)
+        h = (h ^ (uint8_t)*c) * 1099511628211ull;
+    size_t home = (size_t)(h % API_AUTH_CACHE), empty = SIZE_MAX;
+    for (size_t k = 0; k < API_AUTH_PROBE; k++) {
+        api_peer *e = &a->cache[(home + k) % API_AUTH_CACHE];
+        if (p == NULL && token_eq(e->token, token))
+            p = e;
+        if (empty == SIZE_MAX && e->token[0] == '\0')
+            empty = (home + k) % API_AUTH_CACHE;
+    }
     int64_t now = api_now_ms();
     sa_err err = {0};
     int rc = 0;
     if (p == NULL || now - p->fetched_ms > a->opt.auth_ttl_ms) {
         if (p == NULL) {
-            size_t slot = a->ncache < API_AUTH_CACHE ? a->ncache++ : (size_t)(now % API_AUTH_CACHE);
-            p = &a->cache[slot];
+            /* an empty slot of its run, else the home slot is reused */
+            p = &a->cache[empty != SIZE_MAX ? empty : home];
             peer_clear(p);
             memset(p, 0, sizeof *p);
             snprintf(p->token, sizeof p->token, "%s", token);
@@ -1219,8 +1229,9 @@ int api_start(const api_options *o, sa_store *store, const char *instance, char 
     pthread_mutex_init(&a->wmu, NULL);
     pthread_mutex_init(&a->cmu, NULL);
     a->enc = sa_calloc(API_ENC_SLOTS, sizeof *a->enc);
+    a->cache = sa_calloc(API_AUTH_CACHE, sizeof *a->cache);
     a->tables = sa_calloc(ntables + 1, sizeof *a->tables);
-    int rc = a->tables == NULL || a->enc == NULL ? sa_err_set(err, SA_ENOMEM, "out of memory") : 0;
+    int rc = a->tables == NULL || a->enc == NULL || a->cache == NULL ? sa_err_set(err, SA_ENOMEM, "out of memory") : 0;
     for (size_t i = 0; rc == 0 && i < ntables; i++) {
         if ((a->tables[i] = sa_strdup(tables[i])) == NULL)
             rc = sa_err_set(err, SA_ENOMEM, "out of memory");
@@ -1251,8 +1262,9 @@ void api_stop(api *a)
     if (a == NULL)
         return;
     http_stop(a->http); /* frees every pending stream (and so every waiter) */
-    for (size_t i = 0; i < a->ncache; i++)
+    for (size_t i = 0; a->cache != NULL && i < API_AUTH_CACHE; i++)
         peer_clear(&a->cache[i]);
+    sa_free(a->cache);
     if (a->pg != NULL)
         PQfinish(a->pg);
     for (size_t i = 0; i < a->ntables; i++)
