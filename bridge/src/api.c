@@ -42,7 +42,9 @@
 #define API_HEARTBEAT_MS 5000
 #define API_POLL_MS 1000 /* a waiting long poll looks at its deadline this often */
 #define API_MAX_WAIT_S 60
-#define API_CHANGES_MAX_BYTES (4u << 20)
+#define API_CHANGES_MAX_BYTES (4u << 20)  /* one answer's WAL bytes at most ... */
+#define API_CHANGES_MIN_BYTES (64u << 10) /* ... and at least, however busy */
+#define API_ANSWERS_BUDGET (256u << 20)   /* all answers being sent, about */
 #define API_AUTH_CACHE 8192 /* tokens remembered (slots of a hash table) */
 #define API_AUTH_PROBE 16   /* slots looked at from a token's own */
 #define API_ENC_SLOTS 65536      /* encoded WAL records kept */
@@ -76,6 +78,7 @@ struct api {
      * them: direct-mapped by seq */
     pthread_mutex_t cmu;
     struct api_enc *enc; /* [API_ENC_SLOTS] */
+    size_t answer_bytes; /* bytes of /v1/changes answers made, not yet freed (cmu) */
 };
 
 typedef struct api_enc {
@@ -500,8 +503,16 @@ static int changes_make(api_wait *w, int final)
     sa_buf_init(&ops);
     changes_ctx cx = {.a = a, .peer = &w->peer, .out = &ops, .last = w->after};
     uint64_t next = w->after + 1;
-    int rc = head > w->after ? sa_wal_read(a->store, w->after + 1, (size_t)w->limit,
-                                           API_CHANGES_MAX_BYTES, 1, changes_cb, &cx, &next, &err)
+    /* memory stays bounded however many edges are woken at once: answers
+     * shrink (down to API_CHANGES_MIN_BYTES) as their total grows */
+    pthread_mutex_lock(&a->cmu);
+    size_t room = a->answer_bytes < API_ANSWERS_BUDGET ? API_ANSWERS_BUDGET - a->answer_bytes : 0;
+    pthread_mutex_unlock(&a->cmu);
+    size_t max_bytes = room > API_CHANGES_MAX_BYTES ? API_CHANGES_MAX_BYTES
+                       : room < API_CHANGES_MIN_BYTES ? API_CHANGES_MIN_BYTES
+                                                      : room;
+    int rc = head > w->after ? sa_wal_read(a->store, w->after + 1, (size_t)w->limit, max_bytes, 1,
+                                           changes_cb, &cx, &next, &err)
                              : 0;
     sa_buf body;
     sa_buf_init(&body);
@@ -532,6 +543,9 @@ static int changes_make(api_wait *w, int final)
     memcpy(w->body, body.data, body.len);
     w->len = body.len;
     sa_buf_free(&body);
+    pthread_mutex_lock(&a->cmu);
+    a->answer_bytes += w->len;
+    pthread_mutex_unlock(&a->cmu);
     return 1;
 }
 
@@ -547,6 +561,11 @@ static void wait_free(void *vw)
     if (w->next != NULL)
         w->next->prev = w->prev;
     pthread_mutex_unlock(&a->wmu);
+    if (w->body != NULL) {
+        pthread_mutex_lock(&a->cmu);
+        a->answer_bytes -= w->len;
+        pthread_mutex_unlock(&a->cmu);
+    }
     peer_clear(&w->peer);
     free(w->body);
     sa_free(w);
