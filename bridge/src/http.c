@@ -810,8 +810,10 @@ static ssize_t http__stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 
         pthread_mutex_lock(&r->mu);
         if (r->conn == NULL || atomic_load(&r->srv->stopping)) {
+            /* S5: cut, not ended: a clean end would pass an answer the
+             * producer never made (say an empty body) for a whole one */
             pthread_mutex_unlock(&r->mu);
-            return MHD_CONTENT_READER_END_OF_STREAM;
+            return MHD_CONTENT_READER_END_WITH_ERROR;
         }
         if (r->wake_pending) {
             r->wake_pending = false;

@@ -78,8 +78,10 @@
  *   S4. http_stream_wake(r) may be called from any thread as long as
  *       pfree(pctx) has not returned: register r with your notifier in the
  *       handler, unregister it in pfree, under the notifier's lock.
- *   S5. While the server stops, a producer returning HTTP_STREAM_WAIT ends
- *       the stream cleanly (terminating chunk).
+ *   S5. While the server stops, a producer returning HTTP_STREAM_WAIT has
+ *       its stream cut (the connection closed without the terminating
+ *       chunk): the client sees an incomplete answer, never a whole but
+ *       empty one.
  *
  * Threads: http_respond*, http_stream_wake and the accessors may be called
  * from any thread.  The handler runs on a server thread and must not block
