@@ -743,6 +743,56 @@ static int snap_set_line(snap_ctx *s, json_t *j)
     return 0;
 }
 
+/*
+ * {"key": [column...], "types": {column: type oid}} of table ("schema.name"
+ * raw) from PostgreSQL's catalog: the primary key's columns in key order,
+ * every column when there is none (REPLICA IDENTITY FULL).  NULL when
+ * PostgreSQL cannot answer now (the edge then learns it from rows).
+ */
+static json_t *table_schema(api *a, const char *table)
+{
+    const char *dot = strchr(table, '.');
+    if (dot == NULL)
+        return NULL;
+    char nsp[256];
+    snprintf(nsp, sizeof nsp, "%.*s", (int)(dot - table), table);
+    const char *params[2] = {nsp, dot + 1};
+    json_t *out = NULL;
+    pthread_mutex_lock(&a->mu);
+    if (a->pg == NULL || PQstatus(a->pg) != CONNECTION_OK) {
+        if (a->pg != NULL)
+            PQfinish(a->pg);
+        a->pg = PQconnectdb(a->opt.pg);
+    }
+    if (PQstatus(a->pg) == CONNECTION_OK) {
+        PGresult *r = PQexecParams(
+            a->pg,
+            "SELECT a.attname, a.atttypid, "
+            "       pg_catalog.array_position(i.indkey::pg_catalog.int2[], a.attnum) "
+            "FROM pg_catalog.pg_class c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 "
+            "     AND NOT a.attisdropped "
+            "LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary "
+            "WHERE n.nspname = $1 AND c.relname = $2 ORDER BY 3 NULLS LAST, a.attnum",
+            2, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0) {
+            json_t *key = json_array(), *types = json_object();
+            int has_pk = !PQgetisnull(r, 0, 2);
+            for (int i = 0; i < PQntuples(r); i++) {
+                const char *col = PQgetvalue(r, i, 0);
+                json_object_set_new(types, col, json_integer(strtoll(PQgetvalue(r, i, 1), NULL, 10)));
+                if (!has_pk || !PQgetisnull(r, i, 2))
+                    json_array_append_new(key, json_string(col));
+            }
+            out = json_pack("{s:o,s:o}", "key", key, "types", types);
+        }
+        PQclear(r);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return out;
+}
+
 /* The next line into s->line: 1, 0 at the end, -1 on error. */
 static int snap_next_line(snap_ctx *s)
 {
@@ -754,10 +804,16 @@ static int snap_next_line(snap_ctx *s)
         json_object_set_new(j, "instance", json_string(a->instance));
         json_object_set_new(j, "peer", json_string(s->peer.name));
         json_object_set_new(j, "seq", json_integer((json_int_t)sa_snapshot_seq(s->snap)));
+        json_t *schemas = json_object();
         for (size_t i = 0; i < a->ntables; i++)
-            if (peer_allows(a, &s->peer, a->tables[i]))
+            if (peer_allows(a, &s->peer, a->tables[i])) {
                 json_array_append_new(t, json_string(a->tables[i]));
+                json_t *sc = table_schema(a, a->tables[i]);
+                if (sc != NULL)
+                    json_object_set_new(schemas, a->tables[i], sc);
+            }
         json_object_set_new(j, "tables", t);
+        json_object_set_new(j, "schemas", schemas);
         s->phase = 1;
         return snap_set_line(s, j) == 0 ? 1 : -1;
     }

@@ -33,7 +33,8 @@
  *        "initial_sync"} with Retry-After (the same for /v1/snapshot).
  *   GET  /v1/snapshot
  *        chunked NDJSON, consistent at one seq: {"type": "begin",
- *        "instance", "seq", "tables"}, then {"type": "row", "table", "key",
+ *        "instance", "seq", "tables", "schemas": {table: {"key": [column],
+ *        "types": {column: oid}}}}, then {"type": "row", "table", "key",
  *        "cols", "types"} per row, then {"type": "end", "seq"}.  Memory is
  *        bounded by a row, not a table.  The edge then pulls after seq.
  *   POST /v1/ops   {"epoch": E, "ops": [op, ...]}   (the wire form of ops)

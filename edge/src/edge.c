@@ -621,6 +621,24 @@ int edge__learn_schema(sa_edge *e, json_t *cache, const sa_op *op, sa_batch *b, 
     return meta_put_json(b, key, sc, err);
 }
 
+/* The schema the bridge gave for table ({"key": [column], "types":
+ * {column: oid}}, borrowed): into the cache and, in b, the store. */
+int edge__set_schema(json_t *cache, const char *table, json_t *schema, sa_batch *b, sa_err *err)
+{
+    json_t *keys = json_object_get(schema, "key"), *types = json_object_get(schema, "types");
+    if (!json_is_array(keys) || json_array_size(keys) == 0 || !json_is_object(types))
+        return sa_err_set(err, SA_EPROTO, "snapshot: malformed schema of %s", table);
+    size_t i;
+    json_t *v;
+    json_array_foreach(keys, i, v) if (!json_is_string(v)) return sa_err_set(
+        err, SA_EPROTO, "snapshot: malformed key of %s", table);
+    if (json_object_set(cache, table, schema) != 0)
+        return sa_err_set(err, SA_ENOMEM, "out of memory");
+    char key[1100];
+    snprintf(key, sizeof key, "schema.%s", table);
+    return meta_put_json(b, key, schema, err);
+}
+
 /* 0 when table is one the peer syncs; SA_EINVAL naming it when not. */
 static int table_known(sa_edge *e, const char *table, sa_err *err)
 {

@@ -59,6 +59,8 @@ int edge__meta_str(sa_store *s, const char *key, char **out, sa_err *err);
 /* Merge what a server row or op tells about table's key columns and
  * column types into meta "schema.<table>" of the local store (in b). */
 int edge__learn_schema(sa_edge *e, json_t *cache, const sa_op *op, sa_batch *b, sa_err *err);
+/* Record the schema the bridge's snapshot gave for table (borrowed). */
+int edge__set_schema(json_t *cache, const char *table, json_t *schema, sa_batch *b, sa_err *err);
 /* Retire overlay entries per the rule in edge.c.  Takes mu. */
 int edge__retire(sa_edge *e, sa_err *err);
 /* Record a sync attempt: ok, or failed with msg and the next retry time. */

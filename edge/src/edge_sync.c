@@ -376,6 +376,14 @@ static int snap_line(snap_ctx *c, const char *p, size_t n)
             c->seq = (uint64_t)json_integer_value(json_object_get(j, "seq"));
             snprintf(c->instance, sizeof c->instance, "%s", inst);
             c->tables = json_incref(t);
+            /* key columns and types of every table, even one with no rows
+             * yet (a bridge that does not send them: learned from rows) */
+            const char *tname;
+            json_t *sc;
+            json_object_foreach(json_object_get(j, "schemas"), tname, sc) {
+                if (rc == 0)
+                    rc = edge__set_schema(c->schemas, tname, sc, c->lb, &c->err);
+            }
         }
     } else if (strcmp(type, "row") == 0) {
         if (!c->begun || c->ended)

@@ -279,6 +279,12 @@ static void test_api_end_to_end(void **state)
             begin++;
             seq_begin = json_integer_value(json_object_get(l, "seq"));
             assert_string_equal(json_string_value(json_object_get(l, "instance")), inst);
+            /* each table's key columns and types, rows or not */
+            json_t *sc = json_object_get(json_object_get(l, "schemas"), "public.items");
+            assert_int_equal(json_array_size(json_object_get(sc, "key")), 1);
+            assert_string_equal(json_string_value(json_array_get(json_object_get(sc, "key"), 0)), "id");
+            assert_int_equal(json_integer_value(json_object_get(json_object_get(sc, "types"), "price")),
+                             1700);
         } else if (strcmp(type, "end") == 0) {
             end++;
             seq_end = json_integer_value(json_object_get(l, "seq"));

@@ -116,6 +116,8 @@ static int group_setup(void **state)
             "INSERT INTO t%d SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 10) g;"
             "SELECT softadastra.add_table('t%d')",
             t, t, t);
+    /* a table with no rows at all when edges bootstrap */
+    sql("CREATE TABLE empty6 (id int PRIMARY KEY, note text); SELECT softadastra.add_table('empty6')");
     it_data_dir(g_data, sizeof g_data, "edge-bridge");
     it_data_dir(g_tmp, sizeof g_tmp, "edge-edges");
     start_bridge(NULL);
@@ -562,6 +564,35 @@ static void test_edge_bad_input_refused(void **state)
     g_done++;
 }
 
+/* A table that was empty at bootstrap can be written at once: the
+ * snapshot gives every table's key columns and types, rows or not. */
+static void test_edge_empty_table_writable(void **state)
+{
+    (void)state;
+    sa_edge *e = edge_init("empty");
+    edge_sync(e);
+    sa_err err = {0};
+    json_t *row = json_loads("{\"id\": 1, \"note\": \"first row, from an edge\"}", 0, NULL);
+    if (sa_edge_put(e, "empty6", row, NULL, &err) != 0)
+        fail_msg("put into a table empty at bootstrap: %s", err.msg);
+    json_decref(row);
+    edge_sync(e);
+    char *v = NULL;
+    for (int64_t end = it_now_ms() + 20000; it_now_ms() < end; it_sleep_ms(200)) {
+        PGresult *r = PQexec(g_c, "SELECT note FROM empty6 WHERE id = 1");
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            v = strdup(PQgetvalue(r, 0, 0));
+        PQclear(r);
+        if (v != NULL)
+            break;
+    }
+    assert_non_null(v);
+    assert_string_equal(v, "first row, from an edge");
+    free(v);
+    sa_edge_close(e);
+    g_done++;
+}
+
 static int outcome_cb(const json_t *o, void *ctx)
 {
     json_t *arr = ctx;
@@ -648,6 +679,7 @@ int main(void)
         cmocka_unit_test_setup(test_edge_two_edges_converge, test_setup),
         cmocka_unit_test_setup(test_edge_write_survives_kill, test_setup),
         cmocka_unit_test_setup(test_edge_bad_input_refused, test_setup),
+        cmocka_unit_test_setup(test_edge_empty_table_writable, test_setup),
         cmocka_unit_test_setup(test_edge_conflict_recorded, test_setup),
         cmocka_unit_test_setup(test_edge_resnapshot_keeps_pending, test_setup),
     };
