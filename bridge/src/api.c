@@ -69,7 +69,8 @@ struct api {
     char **tables;
     size_t ntables;
     http_server *http;
-    pthread_mutex_t mu; /* pg, cache, inbox seqs */
+    pthread_mutex_t mu;  /* pg, token cache */
+    pthread_mutex_t imu; /* inbox seqs: one push decides at a time (taken before mu) */
     PGconn *pg;
     api_peer *cache; /* [API_AUTH_CACHE], by token hash */
     pthread_mutex_t wmu;       /* the waiting long polls (http.h S4) */
@@ -920,7 +921,7 @@ static uint64_t inbox_hi(api *a, const char *origin)
 
 /* PostgreSQL's applied watermark of (peer, epoch): 0 and *out (0 when
  * never seen), or non-zero when it cannot be read (no extension, down).
- * a->mu held. */
+ * a->mu held (and a->imu, taken first). */
 static int pg_applied_seq(api *a, const char *peer, uint64_t epoch, uint64_t *out)
 {
     *out = 0;
@@ -998,16 +999,19 @@ static void route_ops(api *a, http_req *r, api_peer *peer)
         api_json(a, r, 503, j, hdr);
         goto done;
     }
-    /* one writer per origin at a time decides the seqs: the mutex */
-    pthread_mutex_lock(&a->mu);
+    /* one push at a time decides the seqs (imu); token checks (mu) never
+     * wait behind its synced write */
+    pthread_mutex_lock(&a->imu);
     uint64_t hi = inbox_hi(a, origin);
     if (hi == 0) {
         /* nothing accepted here yet for this origin: a new bridge instance
          * (data directory) starts where PostgreSQL's watermark is, so an
          * edge's ops applied through an earlier one stay duplicates */
         uint64_t applied = 0;
+        pthread_mutex_lock(&a->mu);
         if (pg_applied_seq(a, peer->name, epoch, &applied) == 0)
             hi = applied;
+        pthread_mutex_unlock(&a->mu);
     }
     uint64_t start = hi;
     int rc = sa_batch_new(&b, &err);
@@ -1015,7 +1019,7 @@ static void route_ops(api *a, http_req *r, api_peer *peer)
         if (ops[i]->seq <= hi)
             continue; /* accepted before */
         if (ops[i]->seq != hi + 1) {
-            pthread_mutex_unlock(&a->mu);
+            pthread_mutex_unlock(&a->imu);
             json_t *j = json_object();
             json_object_set_new(j, "error", json_string("gap"));
             json_object_set_new(j, "message", json_string("ops must follow each other without a gap"));
@@ -1034,7 +1038,7 @@ static void route_ops(api *a, http_req *r, api_peer *peer)
         if ((rc = sa_batch_meta_put(b, key, val, (size_t)n, &err)) == 0)
             rc = sa_store_commit(a->store, b, NULL, &err); /* durable before the answer */
     }
-    pthread_mutex_unlock(&a->mu);
+    pthread_mutex_unlock(&a->imu);
     if (rc != 0) {
         api_error(a, r, 503, "unavailable", "cannot store the ops: %s", err.msg);
         goto done;
@@ -1302,6 +1306,7 @@ int api_start(const api_options *o, sa_store *store, const char *instance, char 
     snprintf(a->instance, sizeof a->instance, "%s", instance);
     pthread_mutex_init(&a->mu, NULL);
     pthread_mutex_init(&a->wmu, NULL);
+    pthread_mutex_init(&a->imu, NULL);
     pthread_mutex_init(&a->cmu, NULL);
     a->enc = sa_calloc(API_ENC_SLOTS, sizeof *a->enc);
     a->cache = sa_calloc(API_AUTH_CACHE, sizeof *a->cache);
@@ -1350,6 +1355,7 @@ void api_stop(api *a)
     sa_free(a->enc);
     pthread_mutex_destroy(&a->mu);
     pthread_mutex_destroy(&a->wmu);
+    pthread_mutex_destroy(&a->imu);
     pthread_mutex_destroy(&a->cmu);
     sa_free(a);
 }
