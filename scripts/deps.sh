@@ -1,11 +1,18 @@
 # scripts/deps.sh — sourced by test.sh and run.sh: install what a clean
 # Debian 12 lacks to build and test Softadastra.  Only Debian packages.
+# help2man writes the man pages at build time (groff-base renders them in
+# tests/integration/test_install.sh); docker-compose only validates
+# docker-compose.yml (tests/integration/test_docker_compose.sh) — it comes
+# without the Docker engine (--no-install-recommends), which nothing here
+# needs or starts.
 SA_DEB_PACKAGES=(
   build-essential cmake pkg-config make git ca-certificates
   librocksdb-dev libcmocka-dev libjansson-dev libmicrohttpd-dev
   libcurl4-openssl-dev libpq-dev
   postgresql-15 postgresql-client-15 postgresql-server-dev-15
   util-linux procps
+  help2man groff-base
+  docker-compose
 )
 
 pg_config_path() {
