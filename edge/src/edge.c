@@ -48,6 +48,12 @@
  *   inbox CF (origin 0x00 u64 seq -> op binary encoding):
  *     origin "o"      THE OUTBOX: every local op by seq, from retire.upto+1
  *                     to seq.last; pushed from push.accepted+1.
+ *     origin "w"      RETIRED, OUTCOME NOT FETCHED: a copy of each op that
+ *                     retired (rule (a) below) while results.after was
+ *                     still below its seq — its server version can arrive
+ *                     before the bridge reports its outcome — so that the
+ *                     outcome, when fetched, still names the op's table,
+ *                     key and kind.  Removed once results.after passes it.
  *     origin "r" 0x1f TABLE 0x1f KEYTEXT   ONE ROW'S OVERLAY QUEUE: the
  *                     local ops on that row still shown over the server's
  *                     state.  KEYTEXT: per key column, in key order,
@@ -1256,7 +1262,7 @@ static int outcome_retires(sa_edge *e, uint64_t s, uint64_t cursor, sa_err *err)
 
 int edge__retire(sa_edge *e, sa_err *err)
 {
-    uint64_t confirmed = 0, cursor = 0, accepted = 0;
+    uint64_t confirmed = 0, cursor = 0, accepted = 0, results_after = 0;
     int rc = 0;
     pthread_mutex_lock(&e->mu);
     pthread_rwlock_rdlock(&e->srv_lock);
@@ -1268,6 +1274,8 @@ int edge__retire(sa_edge *e, sa_err *err)
     pthread_rwlock_unlock(&e->srv_lock);
     if (rc == 0)
         rc = edge__meta_u64(e->local, "push.accepted", 0, &accepted, err);
+    if (rc == 0)
+        rc = edge__meta_u64(e->local, "results.after", 0, &results_after, err);
     for (int more = 1; rc == 0 && more;) {
         sa_inbox_iter *it = NULL;
         sa_batch *b = NULL;
@@ -1285,6 +1293,8 @@ int edge__retire(sa_edge *e, sa_err *err)
                 break;
             if ((rc = edge__rowq(op->table, op->key, op->nkey, q, err)) == 0)
                 rc = sa_batch_inbox_remove(b, q, op->seq, err);
+            if (rc == 0 && op->seq > results_after) /* its outcome is still to come */
+                rc = sa_batch_inbox_put(b, EDGE_AWAIT, op, err);
             upto = op->seq;
             if (++n == 1000) {
                 more = 1;

@@ -22,6 +22,7 @@
 #define EDGE_FORMAT_VERSION "1"
 #define EDGE_OUTBOX "o"          /* inbox-CF origin of the outbox */
 #define EDGE_ROWQ_PREFIX "r\x1f" /* inbox-CF origins of per-row overlay queues */
+#define EDGE_AWAIT "w"           /* inbox-CF origin of retired ops awaiting their outcome */
 #define EDGE_SYNC_CURSOR "sync"  /* cursors-CF name holding attempts / errors */
 #define EDGE_ROWQ_MAX 1000       /* longest row-queue origin (the store allows 1024) */
 

@@ -235,17 +235,28 @@ static int bridge_head(sa_edge *e, uint64_t *head, sa_err *err)
     return rc;
 }
 
-/* Our op s from the outbox (*out sa_op_free), NULL when gone. */
-static int outbox_op(sa_edge *e, uint64_t s, sa_op **out, sa_err *err)
+/* Our op s from inbox-CF origin `origin` (*out sa_op_free), NULL when
+ * not there. */
+static int local_op(sa_edge *e, const char *origin, uint64_t s, sa_op **out, sa_err *err)
 {
     sa_inbox_iter *it = NULL;
     const sa_op *op;
     *out = NULL;
-    int rc = sa_inbox_iter_open(e->local, EDGE_OUTBOX, s, &it, err);
+    int rc = sa_inbox_iter_open(e->local, origin, s, &it, err);
     if (rc == 0 && (rc = sa_inbox_iter_next(it, &op, err)) == 1)
         rc = op->seq == s ? sa_op_clone(op, out, err) : 0;
     sa_inbox_iter_close(it);
     return rc < 0 ? rc : 0;
+}
+
+/* Our op s: in the outbox, or retired before its outcome came (edge.c,
+ * origin "w"); NULL when neither has it. */
+static int outbox_op(sa_edge *e, uint64_t s, sa_op **out, sa_err *err)
+{
+    int rc = local_op(e, EDGE_OUTBOX, s, out, err);
+    if (rc == 0 && *out == NULL)
+        rc = local_op(e, EDGE_AWAIT, s, out, err);
+    return rc;
 }
 
 static int results_fetch(sa_edge *e, sa_err *err)
@@ -312,6 +323,8 @@ static int results_fetch(sa_edge *e, sa_err *err)
         uint64_t ap = (uint64_t)json_integer_value(json_object_get(j, "applied"));
         if (rc == 0 && ap > applied)
             rc = edge__meta_put_u64(b, "push.applied", applied = ap, err);
+        if (rc == 0 && json_array_size(list) > 0) /* their outcomes are in */
+            rc = sa_batch_inbox_remove(b, EDGE_AWAIT, after, err);
         if (rc == 0)
             rc = edge__meta_put_u64(b, "results.after", after, err);
         if (rc == 0)
