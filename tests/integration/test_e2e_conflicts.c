@@ -957,14 +957,18 @@ static void test_e2e_conflicts_lww_offline_edges(void **state)
     snprintf(want, sizeof want, "lw_b:%" PRIu64 " lw_a:%" PRIu64 " lw_a:%" PRIu64, b1, a2, a3);
     assert_string_equal(v, want);
 
-    /* a, whose ops lost twice, was told both times; b's op won (applied
-     * over a conflict): b reports it too */
+    /* a's ops 2 and 3 lost on arrival: a was told both times.  (Its op 1
+     * applied and was overwritten by b's later one: the conflict is b's
+     * op's, and a hears of it only through the change stream — no outcome
+     * of a's names op 1 today, hence "at most".)  b's op won over a
+     * conflict (applied_remote): b reports it. */
     json_t *oa = outcomes(a), *ob = outcomes(b);
-    assert_int_equal(json_array_size(oa), 2);
     expect_outcome(outcome_of(oa, a2), "lw_a", a2, "public.lww", 2, "conflict", ca2,
                    "kept_local", NULL);
     expect_outcome(outcome_of(oa, a3), "lw_a", a3, "public.lww", 3, "conflict", ca3,
                    "kept_local", NULL);
+    assert_true(json_array_size(oa) == 2 ||
+                (json_array_size(oa) == 3 && outcome_of(oa, a1) != NULL));
     assert_int_equal(json_array_size(ob), 1);
     expect_outcome(outcome_of(ob, b1), "lw_b", b1, "public.lww", 1, "conflict",
                    conflict_id("lw_b", b1), "applied_remote", NULL);
@@ -972,11 +976,12 @@ static void test_e2e_conflicts_lww_offline_edges(void **state)
     json_decref(ob);
     sa_edge_close(a);
     json_t *la = cli_conflicts("lw_a");
-    assert_int_equal(json_array_size(la), 2);
-    expect_outcome(json_array_get(la, 0), "sa-edge conflicts (lw_a)", a2, "public.lww", 2,
+    expect_outcome(outcome_of(la, a2), "sa-edge conflicts (lw_a)", a2, "public.lww", 2,
                    "conflict", ca2, "kept_local", NULL);
-    expect_outcome(json_array_get(la, 1), "sa-edge conflicts (lw_a)", a3, "public.lww", 3,
+    expect_outcome(outcome_of(la, a3), "sa-edge conflicts (lw_a)", a3, "public.lww", 3,
                    "conflict", ca3, "kept_local", NULL);
+    assert_true(json_array_size(la) == 2 ||
+                (json_array_size(la) == 3 && outcome_of(la, a1) != NULL));
     json_decref(la);
     sa_edge_close(b);
     sa_edge_close(c);
