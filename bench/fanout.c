@@ -513,7 +513,7 @@ static void bridge_log_problems(void)
     if (f == NULL)
         return;
     while (fgets(line, sizeof line, f) != NULL) {
-        if (strstr(line, " sa-bridge warn: ") == NULL && strstr(line, " sa-bridge error: ") == NULL)
+        if (strstr(line, " level=warn ") == NULL && strstr(line, " level=error ") == NULL)
             continue;
         if (n++ < 5)
             printf("# bridge log: %s", line);

@@ -4,9 +4,10 @@
  * errors, main words them for people.  Commands not built yet say so plainly
  * and do nothing.
  *
- * Exit status: 0 success (run: stopped cleanly), 1 runtime error (the
- * message is on standard error; also: could not write output), 2 command
- * not available yet, 64 usage error (EX_USAGE, as sysexits.h numbers it).
+ * Exit status: 0 success (run: stopped cleanly; status: healthy), 1
+ * runtime error (the message is on standard error; also: could not write
+ * output; status: unhealthy), 2 unavailable (status: no bridge answers), 64
+ * usage error (EX_USAGE, as sysexits.h numbers it).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -18,9 +19,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+
 #include "cli_slot.h"
 #include "cli_wal.h"
 #include "config.h"
+#include "logfmt.h"
 #include "ingest.h"
 #include "sa/sa_err.h"
 
@@ -82,11 +88,44 @@ typedef struct log_ctx {
 /* Log lines may come from several threads; one line is one locked write. */
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 
+/* Secrets never logged: the password of the --pg conninfo and PGPASSWORD,
+ * replaced wherever they appear (set once, before any thread starts). */
+#define LOG_SECRETS 4
+static char *log_secrets[LOG_SECRETS];
+
+static void log_add_secret(const char *s)
+{
+    if (s == NULL || strlen(s) < 3) /* too short to find without mangling text */
+        return;
+    for (int i = 0; i < LOG_SECRETS; i++) {
+        if (log_secrets[i] == NULL) {
+            log_secrets[i] = strdup(s);
+            return;
+        }
+        if (strcmp(log_secrets[i], s) == 0)
+            return;
+    }
+}
+
+/* The password of a libpq conninfo (key=value or URI), as a secret. */
+static void log_secret_conninfo(const char *conninfo)
+{
+    char *msg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo != NULL ? conninfo : "", &msg);
+    PQfreemem(msg);
+    for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++)
+        if (strcmp(o->keyword, "password") == 0 && o->val != NULL)
+            log_add_secret(o->val);
+    PQconninfoFree(opts);
+    log_add_secret(getenv("PGPASSWORD"));
+}
+
 /*
- * "2026-11-25T22:10:00Z sa-bridge info: msg" on stderr.  The progress line
- * (INGEST_LOG_PROGRESS) is redrawn in place on a terminal ("\r", erase to the
- * end of line) until the next ordinary line; otherwise it is logged as a
- * plain info line.
+ * One event a line on stderr, logfmt:
+ *   ts=2026-11-25T22:10:00.123Z level=info msg="streaming from slot ..."
+ * The progress line (INGEST_LOG_PROGRESS) is redrawn in place on a
+ * terminal ("\r", erase to the end of line) until the next ordinary line;
+ * otherwise it is logged as an info line with progress=1.
  */
 static void log_line(void *ctx, int level, const char *msg)
 {
@@ -95,18 +134,25 @@ static void log_line(void *ctx, int level, const char *msg)
     int show = progress ? lc->progress || lc->level >= 2 : level <= lc->level;
     if (!show)
         return;
-    char stamp[32] = "";
-    time_t now = time(NULL);
+    char stamp[40] = "";
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
-    if (gmtime_r(&now, &tm) != NULL)
-        strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    const char *name = progress ? "progress" : cfg_log_level_name(level);
+    if (gmtime_r(&ts.tv_sec, &tm) != NULL) {
+        size_t n = strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(stamp + n, sizeof stamp - n, ".%03ldZ", ts.tv_nsec / 1000000);
+    }
+    char clean[1100], quoted[2300];
+    logfmt_scrub(msg, (const char *const *)log_secrets, LOG_SECRETS, clean, sizeof clean);
+    logfmt_quote(clean, quoted, sizeof quoted);
+    const char *name = progress ? "info" : cfg_log_level_name(level);
     pthread_mutex_lock(&log_mu);
     if (progress && lc->progress) {
-        fprintf(stderr, "\r%s sa-bridge %s: %s\033[K", stamp, name, msg);
+        fprintf(stderr, "\rts=%s level=%s progress=1 msg=%s\033[K", stamp, name, quoted);
         lc->redrawn = 1;
     } else {
-        fprintf(stderr, "%s%s sa-bridge %s: %s\n", lc->redrawn ? "\n" : "", stamp, name, msg);
+        fprintf(stderr, "%sts=%s level=%s%s msg=%s\n", lc->redrawn ? "\n" : "", stamp, name,
+                progress ? " progress=1" : "", quoted);
         lc->redrawn = 0;
     }
     fflush(stderr);
@@ -147,17 +193,22 @@ static void run_usage(FILE *f)
             val[0] != '\0' && strcmp(val, "(none)") != 0)
             fprintf(f, "      (default: %s)\n", val);
     }
-    fprintf(f, "\nconfig file (--config FILE):\n");
-    wrap(f, 2,
-         "One setting a line, \"key = value\"; keys are the option names above without "
-         "\"--\" (pg, data, slot, publication, tables, durability, status-interval-ms, "
-         "dead-after-ms, retry-base-ms, retry-cap-ms, txn-memory-kb, progress, log-level). "
-         "Blanks around key and value are ignored; the value is the rest of the line, taken "
-         "as it is (no quotes needed, no comment after it). Lines whose first character is "
-         "# are comments; blank lines are ignored. Each key at most once; an unknown key or "
-         "a bad value is an error naming the file, line and key. The command line overrides "
-         "the file. --config, --no-progress and --help exist only on the command line. "
-         "Example:");
+    fprintf(f, "\nconfig file (--config FILE, or SA_BRIDGE_CONFIG=FILE):\n");
+    char keys[1024] = "";
+    for (size_t i = 0; (o = cfg_option_at(i)) != NULL; i++)
+        if (o->in_file)
+            snprintf(keys + strlen(keys), sizeof keys - strlen(keys), "%s%s",
+                     keys[0] != '\0' ? ", " : "", o->name);
+    char text[2048];
+    snprintf(text, sizeof text,
+             "One setting a line, \"key = value\" (INI style); keys are the option names above "
+             "without \"--\" (%s). Blanks around key and value are ignored; the value is the "
+             "rest of the line, taken as it is (no quotes needed, no comment after it). Lines "
+             "whose first character is # are comments; blank lines are ignored. Each key at "
+             "most once; an unknown key or a bad value is an error naming the file, line and "
+             "key. --config, --no-progress and --help exist only on the command line. Example:",
+             keys);
+    wrap(f, 2, text);
     fprintf(f, "\n"
                "    # /etc/sa-bridge.conf\n"
                "    pg = host=db.example.com dbname=shop user=sa_bridge\n"
@@ -166,10 +217,21 @@ static void run_usage(FILE *f)
                "    durability = group\n");
     fprintf(f, "\nenvironment:\n");
     wrap(f, 2,
+         "Every config-file key is also an environment variable: SA_BRIDGE_ and the key in "
+         "upper case with - as _ (SA_BRIDGE_PG, SA_BRIDGE_DATA, SA_BRIDGE_LOG_LEVEL, ...). "
+         "Precedence, lowest first: defaults, the config file, the environment, the command "
+         "line. A bad value is an error naming the variable.");
+    fprintf(f, "\n");
+    wrap(f, 2,
          "libpq reads the standard PG* variables: PGHOST, PGPORT, PGDATABASE, PGUSER, "
          "PGPASSWORD (or PGPASSFILE / ~/.pgpass), PGSSLMODE, PGAPPNAME, PGCONNECT_TIMEOUT "
          "and the others. Without --pg they are the whole connection; with --pg they fill "
          "in what it leaves out.");
+    fprintf(f, "\nlogs:\n");
+    wrap(f, 2,
+         "One event a line on standard error, as key=value fields (logfmt): ts=TIME "
+         "level=error|warn|info|debug msg=\"...\". Passwords (of --pg, PGPASSWORD) and "
+         "bearer tokens are never written: they appear as ***.");
     fprintf(f, "\nexit status:\n");
     wrap(f, 2,
          "0 stopped cleanly, 1 runtime error (the message is on standard error), 64 usage "
@@ -223,6 +285,7 @@ static int cmd_run(int argc, char **argv)
     }
 
     log_ctx lc = {cfg.log_level, cfg.progress, 0};
+    log_secret_conninfo(cfg.pg);
     char msg[256];
     snprintf(msg, sizeof msg, "sa-bridge %s starting (data %.100s, slot %s, durability %s)",
              SA_VERSION, cfg.data, cfg.slot, sa_durability_name(cfg.durability));
@@ -457,6 +520,195 @@ static int cmd_drop_slot(int argc, char **argv)
 }
 
 /* ====================================================================== */
+/* status                                                                 */
+/* ====================================================================== */
+
+typedef struct fetch_buf {
+    char *data;
+    size_t len;
+} fetch_buf;
+
+static size_t fetch_write(char *p, size_t sz, size_t n, void *ctx)
+{
+    fetch_buf *b = ctx;
+    size_t add = sz * n;
+    if (b->len + add > (16u << 20))
+        return 0; /* a status is small: refuse anything huge */
+    char *d = realloc(b->data, b->len + add + 1);
+    if (d == NULL)
+        return 0;
+    memcpy(d + b->len, p, add);
+    b->len += add;
+    d[b->len] = '\0';
+    b->data = d;
+    return add;
+}
+
+/* "X/X", as PostgreSQL writes an LSN. */
+static const char *lsn_text(json_int_t v, char *buf, size_t cap)
+{
+    uint64_t u = (uint64_t)v;
+    snprintf(buf, cap, "%X/%X", (unsigned)(u >> 32), (unsigned)u);
+    return buf;
+}
+
+static json_int_t jint(const json_t *o, const char *k) { return json_integer_value(json_object_get(o, k)); }
+
+static void status_print(const json_t *st)
+{
+    const json_t *repl = json_object_get(st, "replication"), *wal = json_object_get(st, "wal"),
+                 *inbox = json_object_get(st, "inbox"), *parts = json_object_get(st, "parts");
+    int healthy = json_is_true(json_object_get(st, "healthy"));
+    printf("sa-bridge %s, instance %s: %s\n", json_string_value(json_object_get(st, "version")),
+           json_string_value(json_object_get(st, "instance")), healthy ? "healthy" : "UNHEALTHY");
+    static const char *const names[] = {"replication", "applier", "storage"};
+    char l1[32], l2[32], l3[32];
+    for (size_t i = 0; i < 3; i++) {
+        const json_t *p = json_object_get(parts, names[i]);
+        int ok = json_is_true(json_object_get(p, "ok"));
+        printf("  %-12s %-4s", names[i], ok ? "ok" : "FAIL");
+        if (!ok)
+            printf("  %s", json_string_value(json_object_get(p, "reason")));
+        else if (i == 0)
+            printf("  lag %lld bytes, %.1f s; server %s, durable %s, confirmed %s",
+                   (long long)jint(repl, "lag_bytes"),
+                   json_number_value(json_object_get(repl, "lag_seconds")),
+                   lsn_text(jint(repl, "server_lsn"), l1, sizeof l1),
+                   lsn_text(jint(repl, "durable_lsn"), l2, sizeof l2),
+                   lsn_text(jint(repl, "confirmed_lsn"), l3, sizeof l3));
+        else if (i == 2)
+            printf("  WAL %lld..%lld, %.1f MB", (long long)jint(wal, "first"),
+                   (long long)jint(wal, "head"), (double)jint(wal, "bytes") / 1e6);
+        printf("\n");
+    }
+    printf("  %-12s %lld ops (%lld bytes) waiting for PostgreSQL\n", "inbox",
+           (long long)jint(inbox, "ops"), (long long)jint(inbox, "bytes"));
+    const json_t *peers = json_object_get(st, "peers");
+    printf("  peers: %zu\n", json_array_size(peers));
+    if (json_array_size(peers) > 0)
+        printf("    %-24s %12s %10s %14s\n", "PEER", "ACKED", "QUEUE", "LAST CONTACT");
+    size_t i;
+    const json_t *p;
+    json_array_foreach(peers, i, p)
+    {
+        char seen[32] = "never";
+        const json_t *lc = json_object_get(p, "last_contact_s");
+        if (lc != NULL)
+            snprintf(seen, sizeof seen, "%.1f s ago", json_number_value(lc));
+        printf("    %-24s %12lld %10lld %14s\n", json_string_value(json_object_get(p, "peer")),
+               (long long)jint(p, "acked"), (long long)jint(p, "queue_depth"), seen);
+    }
+}
+
+static int cmd_status(int argc, char **argv)
+{
+    flag flags[] = {
+        {"url", "URL",
+         "The running bridge's HTTP API, e.g. http://127.0.0.1:8433 (the default, unless "
+         "--data is given).",
+         NULL},
+        {"data", "DIR",
+         "The running bridge's data directory: its API address is read from DIR/api.url, "
+         "which sa-bridge run writes at start.",
+         NULL},
+        {"json", NULL, "Print the status as one JSON object (GET /v1/status) instead of text.",
+         NULL},
+        {"help", NULL, "Show this help and exit.", NULL},
+    };
+    enum { F_URL, F_DATA, F_JSON, F_N = sizeof flags / sizeof flags[0] };
+    int help;
+    int status = parse_flags("status", argc, argv, flags, F_N, &help);
+    if (status != 0)
+        return status;
+    if (help) {
+        flags_usage(stdout, "sa-bridge status [--url URL | --data DIR] [--json]",
+                    "Show a running bridge at a glance: health of the replication connection, "
+                    "the applier and the storage (with the reason when failing), replication lag "
+                    "and LSNs, the WAL's retained range and size, the inbox, and per peer the "
+                    "acknowledged seq, queue depth and last contact. The same figures as "
+                    "/metrics, from GET /v1/status. Exit status: 0 healthy, 1 unhealthy or an "
+                    "error, 2 the bridge is not reachable, 64 usage error.",
+                    flags, F_N);
+        return finish_stdout();
+    }
+    if (flags[F_URL].value != NULL && flags[F_DATA].value != NULL) {
+        fprintf(stderr, "sa-bridge status: give --url or --data, not both\n");
+        return EXIT_USAGE;
+    }
+    char url[600];
+    if (flags[F_DATA].value != NULL) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/api.url", flags[F_DATA].value);
+        FILE *f = fopen(path, "r");
+        if (f == NULL || fgets(url, 512, f) == NULL) {
+            fprintf(stderr, "sa-bridge status: cannot read %s (%s): is a bridge running with "
+                            "--data %s?\n", path, f == NULL ? strerror(errno) : "empty",
+                    flags[F_DATA].value);
+            if (f != NULL)
+                fclose(f);
+            return EXIT_UNAVAILABLE;
+        }
+        fclose(f);
+        url[strcspn(url, "\r\n")] = '\0';
+    } else {
+        snprintf(url, 512, "%s",
+                 flags[F_URL].value != NULL ? flags[F_URL].value : "http://127.0.0.1:8433");
+    }
+    size_t ul = strlen(url);
+    while (ul > 0 && url[ul - 1] == '/')
+        url[--ul] = '\0';
+    snprintf(url + ul, sizeof url - ul, "/v1/status");
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+        fprintf(stderr, "sa-bridge status: cannot initialise libcurl\n");
+        return EXIT_RUNTIME;
+    }
+    CURL *c = curl_easy_init();
+    fetch_buf b = {0};
+    long code = 0;
+    CURLcode cc = CURLE_FAILED_INIT;
+    if (c != NULL) {
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, fetch_write);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        cc = curl_easy_perform(c);
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+        curl_easy_cleanup(c);
+    }
+    curl_global_cleanup();
+    url[ul] = '\0';
+    if (cc != CURLE_OK) {
+        fprintf(stderr, "sa-bridge status: no bridge answers at %s: %s\n", url,
+                curl_easy_strerror(cc));
+        free(b.data);
+        return EXIT_UNAVAILABLE;
+    }
+    json_error_t je;
+    json_t *st = code == 200 && b.data != NULL ? json_loads(b.data, 0, &je) : NULL;
+    if (!json_is_object(st)) {
+        fprintf(stderr, "sa-bridge status: %s answered HTTP %ld without a status: is it a "
+                        "sa-bridge?\n", url, code);
+        json_decref(st);
+        free(b.data);
+        return EXIT_RUNTIME;
+    }
+    free(b.data);
+    if (flags[F_JSON].value != NULL) {
+        char *line = json_dumps(st, JSON_COMPACT);
+        if (line != NULL)
+            printf("%s\n", line);
+        free(line);
+    } else {
+        status_print(st);
+    }
+    int healthy = json_is_true(json_object_get(st, "healthy"));
+    json_decref(st);
+    status = finish_stdout();
+    return status != 0 ? status : healthy ? 0 : EXIT_RUNTIME;
+}
+
+/* ====================================================================== */
 /* Dispatch                                                               */
 /* ====================================================================== */
 
@@ -474,8 +726,8 @@ static const command commands[] = {
     {"wal", "print the ops of the bridge's WAL (works while it runs)", cmd_wal, NULL},
     {"drop-slot", "drop the bridge's replication slot (recorded, or --slot NAME)", cmd_drop_slot,
      NULL},
-    {"status", "show replication lag and per-edge progress", NULL,
-     "status is not built yet; nothing was read"},
+    {"status", "show a running bridge's health, replication lag and per-peer progress",
+     cmd_status, NULL},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

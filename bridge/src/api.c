@@ -33,11 +33,19 @@
 
 #include "applier.h"
 #include "http.h"
+#include "metrics.h"
 #include "sa/sa_alloc.h"
 #include "sa/sa_buf.h"
 #include "sa/sa_op.h"
 
 #define API_META_INSTANCE "bridge.instance"
+#ifndef SA_API_VERSION
+#ifdef SA_VERSION
+#define SA_API_VERSION SA_VERSION
+#else
+#define SA_API_VERSION "0.1.0"
+#endif
+#endif
 #define API_META_INBOX_HI "inbox.hi." /* + peer@epoch: highest accepted seq */
 #define API_HEARTBEAT_MS 5000
 #define API_POLL_MS 1000 /* a waiting long poll looks at its deadline this often */
@@ -86,7 +94,28 @@ typedef struct api_enc {
     uint64_t seq; /* 0: empty */
     char *json;
     size_t len;
+    int64_t commit_us; /* a transaction's last record: its PostgreSQL commit time; else 0 */
 } api_enc;
+
+/* The route label of a request path (bounded: never the raw path). */
+static const char *route_name(const char *path)
+{
+    static const char *const known[] = {"/healthz", "/metrics", "/v1/status", "/v1/changes",
+                                        "/v1/snapshot", "/v1/ops", "/v1/ops/results"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(path, known[i]) == 0)
+            return known[i];
+    return "other";
+}
+
+/* Count an answer in softadastra_http_requests_total{route, status}. */
+static void count_req(api *a, http_req *r, int status)
+{
+    char st[8];
+    snprintf(st, sizeof st, "%d", status);
+    const char *l[] = {"route", route_name(http_req_path(r)), "status", st, NULL};
+    metrics_add(a->opt.metrics, "softadastra_http_requests_total", l, 1);
+}
 
 static int64_t api_now_ms(void)
 {
@@ -142,6 +171,7 @@ int api_instance_id(sa_store *store, char out[33], sa_err *err)
 /* Answer with j (consumed): {"instance": ..., ...j}. */
 static void api_json(api *a, http_req *r, int status, json_t *j, const char *const *headers)
 {
+    count_req(a, r, status);
     if (j == NULL)
         j = json_object();
     json_object_set_new(j, "instance", json_string(a->instance));
@@ -473,6 +503,7 @@ static int changes_cb(const sa_wal_rec *rec, void *vctx)
         e->json = d;
         e->len = n;
         e->seq = rec->seq;
+        e->commit_us = rec->group_end ? rec->op->pg_commit_time : 0;
         pthread_mutex_unlock(&a->cmu);
         d = NULL;
     }
@@ -597,6 +628,32 @@ static ssize_t changes_produce(void *vw, char *buf, size_t max)
     return (ssize_t)n;
 }
 
+/* softadastra_peer_converge_seconds: the transactions in (from, to] that
+ * this peer has now acknowledged, from their commit times kept with the
+ * encoded records (a range too long to walk, or records no longer
+ * cached, are not counted). */
+static void observe_converged(api *a, const char *peer, uint64_t from, uint64_t to)
+{
+    if (a->opt.metrics == NULL || to - from > 4096)
+        return;
+    int64_t commits[256];
+    size_t n = 0;
+    pthread_mutex_lock(&a->cmu);
+    for (uint64_t s = from + 1; s <= to && n < 256; s++) {
+        const api_enc *e = &a->enc[s % API_ENC_SLOTS];
+        if (e->seq == s && e->commit_us > 0)
+            commits[n++] = e->commit_us;
+    }
+    pthread_mutex_unlock(&a->cmu);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    const char *l[] = {"peer", peer, NULL};
+    for (size_t i = 0; i < n; i++)
+        metrics_observe(a->opt.metrics, "softadastra_peer_converge_seconds", l,
+                        now - (double)commits[i] / 1e6);
+}
+
 static void route_changes(api *a, http_req *r, api_peer *peer)
 {
     uint64_t after, limit, wait;
@@ -646,6 +703,8 @@ static void route_changes(api *a, http_req *r, api_peer *peer)
         return;
     }
     /* the peer holds everything up to after: record it durably */
+    sa_cursor prev;
+    int had = sa_cursor_get(a->store, peer->name, &prev, &err) == 0;
     sa_batch *b = NULL;
     int rc = sa_batch_new(&b, &err);
     if (rc == 0)
@@ -664,6 +723,11 @@ static void route_changes(api *a, http_req *r, api_peer *peer)
         peer_clear(peer);
         return;
     }
+    const char *lp[] = {"peer", peer->name, NULL};
+    metrics_add(a->opt.metrics, "softadastra_peer_pulls_total", lp, 1);
+    if (had && prev.acked > 0 && after > prev.acked)
+        observe_converged(a, peer->name, prev.acked, after);
+    count_req(a, r, 200);
     api_wait *w = sa_calloc(1, sizeof *w);
     if (w == NULL) {
         api_error(a, r, 503, "unavailable", "out of memory");
@@ -894,6 +958,7 @@ static void route_snapshot(api *a, http_req *r, api_peer *peer)
     }
     s->a = a;
     s->peer = *peer;
+    count_req(a, r, 200);
     http_respond_stream(r, 200, "application/x-ndjson", snap_produce, s, snap_free, 0);
 }
 
@@ -996,6 +1061,8 @@ static void route_ops(api *a, http_req *r, api_peer *peer)
         json_t *j = json_object();
         json_object_set_new(j, "error", json_string("inbox_full"));
         json_object_set_new(j, "message", json_string("the bridge's inbox is full; retry later"));
+        const char *lf[] = {"peer", peer->name, NULL};
+        metrics_add(a->opt.metrics, "softadastra_peer_retries_total", lf, 1);
         api_json(a, r, 503, j, hdr);
         goto done;
     }
@@ -1014,6 +1081,9 @@ static void route_ops(api *a, http_req *r, api_peer *peer)
         pthread_mutex_unlock(&a->mu);
     }
     uint64_t start = hi;
+    const char *lp[] = {"peer", peer->name, NULL};
+    if (nops > 0 && ops[0]->seq <= hi) /* re-sent: the peer missed our answer */
+        metrics_add(a->opt.metrics, "softadastra_peer_retries_total", lp, 1);
     int rc = sa_batch_new(&b, &err);
     for (size_t i = 0; rc == 0 && i < nops; i++) {
         if (ops[i]->seq <= hi)
@@ -1025,6 +1095,7 @@ static void route_ops(api *a, http_req *r, api_peer *peer)
             json_object_set_new(j, "message", json_string("ops must follow each other without a gap"));
             json_object_set_new(j, "expected", json_integer((json_int_t)(start + 1)));
             json_object_set_new(j, "accepted", json_integer((json_int_t)start));
+            metrics_add(a->opt.metrics, "softadastra_peer_retries_total", lp, 1);
             api_json(a, r, 409, j, NULL);
             goto done;
         }
@@ -1045,6 +1116,8 @@ static void route_ops(api *a, http_req *r, api_peer *peer)
     }
     if (hi != start && a->opt.on_ops != NULL)
         a->opt.on_ops(a->opt.on_ops_ctx);
+    metrics_add(a->opt.metrics, "softadastra_peer_pushes_total", lp, 1);
+    metrics_add(a->opt.metrics, "softadastra_peer_pushed_ops_total", lp, (double)(hi - start));
     json_t *j = json_object();
     json_object_set_new(j, "accepted", json_integer((json_int_t)hi));
     json_object_set_new(j, "peer", json_string(peer->name));
@@ -1110,111 +1183,250 @@ static void route_results(api *a, http_req *r, api_peer *peer)
 }
 
 /* ---------------------------------------------------------------------
- * /metrics (Prometheus text format 0.0.4)
+ * /metrics (Prometheus text format 0.0.4), /healthz, /v1/status
  * ------------------------------------------------------------------- */
 
-typedef struct metrics_ctx {
-    sa_buf *out;
-    uint64_t head;
-    uint64_t now_ms;
-} metrics_ctx;
+typedef struct peer_row {
+    char name[64];
+    sa_cursor c;
+} peer_row;
 
-/* A label value, escaped as the text format wants (\\, \", \n). */
-static void label_put(sa_buf *b, const char *v)
+typedef struct peer_list {
+    peer_row *rows;
+    size_t n, cap;
+    int oom;
+} peer_list;
+
+static int collect_peer(const char *peer, const sa_cursor *c, void *vctx)
 {
-    for (; *v; v++) {
-        if (*v == '\\' || *v == '"')
-            sa_buf_put_u8(b, '\\');
-        if (*v == '\n') {
-            sa_buf_put(b, "\\n", 2);
-            continue;
+    peer_list *l = vctx;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        peer_row *p = realloc(l->rows, cap * sizeof *p);
+        if (p == NULL) {
+            l->oom = 1;
+            return 1;
         }
-        sa_buf_put_u8(b, (uint8_t)*v);
+        l->rows = p;
+        l->cap = cap;
+    }
+    snprintf(l->rows[l->n].name, sizeof l->rows[l->n].name, "%s", peer);
+    l->rows[l->n++].c = *c;
+    return 0;
+}
+
+/* What every status view shows, gathered once. */
+typedef struct api_view {
+    sa_wal_info wi;
+    int wal_ok;
+    char wal_err[256];
+    uint64_t inbox_ops, inbox_bytes;
+    peer_list peers;
+    uint64_t now_ms;
+    int state[METRICS_NPARTS];
+    char reason[METRICS_NPARTS][256];
+    int healthy;
+} api_view;
+
+static void view_get(api *a, api_view *v)
+{
+    memset(v, 0, sizeof *v);
+    sa_err err = {0};
+    v->wal_ok = sa_wal_info_get(a->store, &v->wi, &err) == 0;
+    if (!v->wal_ok)
+        snprintf(v->wal_err, sizeof v->wal_err, "%.255s", err.msg);
+    sa_inbox_stats(a->store, &v->inbox_ops, &v->inbox_bytes, &err);
+    sa_cursor_foreach(a->store, collect_peer, &v->peers, &err);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    v->now_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    v->healthy = 1;
+    for (int p = 0; p < METRICS_NPARTS; p++) {
+        v->state[p] = metrics_health_get(a->opt.metrics, (metrics_part)p, v->reason[p],
+                                         sizeof v->reason[p], NULL);
+        if (p == METRICS_STORAGE && !v->wal_ok) { /* looked at now, not remembered */
+            v->state[p] = 0;
+            snprintf(v->reason[p], sizeof v->reason[p], "%s", v->wal_err);
+        }
+        if (v->state[p] < 0) {
+            if (a->opt.metrics == NULL) { /* nothing reports: judged by the store alone */
+                v->state[p] = p == METRICS_STORAGE ? v->wal_ok : 1;
+                continue;
+            }
+            snprintf(v->reason[p], sizeof v->reason[p], "starting");
+        }
+        if (v->state[p] != 1)
+            v->healthy = 0;
     }
 }
 
-static void metric(sa_buf *b, const char *name, const char *label, const char *lv, double v)
-{
-    char num[64];
-    sa_buf_put(b, name, strlen(name));
-    if (label != NULL) {
-        sa_buf_put_u8(b, '{');
-        sa_buf_put(b, label, strlen(label));
-        sa_buf_put(b, "=\"", 2);
-        label_put(b, lv);
-        sa_buf_put(b, "\"}", 2);
-    }
-    int n = snprintf(num, sizeof num, " %.17g\n", v);
-    sa_buf_put(b, num, (size_t)n);
-}
+static void view_free(api_view *v) { free(v->peers.rows); }
 
-static void help(sa_buf *b, const char *name, const char *type, const char *text)
+static uint64_t queue_depth(const api_view *v, const sa_cursor *c)
 {
-    char line[512];
-    int n = snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, type);
-    sa_buf_put(b, line, (size_t)n);
-}
-
-static int metrics_peer_acked(const char *peer, const sa_cursor *c, void *vctx)
-{
-    metrics_ctx *m = vctx;
-    metric(m->out, "softadastra_edge_acked_seq", "peer", peer, (double)c->acked);
-    return 0;
-}
-
-static int metrics_peer_lag(const char *peer, const sa_cursor *c, void *vctx)
-{
-    metrics_ctx *m = vctx;
-    metric(m->out, "softadastra_edge_queue_depth_ops", "peer", peer,
-           m->head > c->acked ? (double)(m->head - c->acked) : 0.0);
-    return 0;
-}
-
-static int metrics_peer_seen(const char *peer, const sa_cursor *c, void *vctx)
-{
-    metrics_ctx *m = vctx;
-    if (c->last_attempt_ms > 0)
-        metric(m->out, "softadastra_edge_last_seen_seconds", "peer", peer,
-               m->now_ms > c->last_attempt_ms ? (double)(m->now_ms - c->last_attempt_ms) / 1000.0 : 0.0);
-    return 0;
+    return v->wi.last_seq > c->acked ? v->wi.last_seq - c->acked : 0;
 }
 
 static void route_metrics(api *a, http_req *r)
 {
+    api_view v;
+    view_get(a, &v);
     sa_buf b;
     sa_buf_init(&b);
-    sa_wal_info wi;
-    sa_err err = {0};
-    if (sa_wal_info_get(a->store, &wi, &err) != 0) {
-        http_respond(r, 503, "text/plain", err.msg, strlen(err.msg), NULL);
-        return;
+    const char *version[] = {"version", SA_API_VERSION, "instance", a->instance, NULL};
+    metrics_line(&b, "softadastra_build_info", "gauge", "The bridge's version and instance (1).",
+                 version, 1);
+    metrics_line(&b, "softadastra_healthy", "gauge",
+                 "1 when every part is healthy (as /healthz answers 200).", NULL, v.healthy);
+    for (int p = 0; p < METRICS_NPARTS; p++) {
+        const char *l[] = {"part", metrics_part_name((metrics_part)p), NULL};
+        metrics_line(&b, "softadastra_part_healthy", "gauge",
+                     p == 0 ? "1 while the part (replication, applier, storage) is healthy." : NULL,
+                     l, v.state[p] == 1);
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    metrics_ctx m = {&b, wi.last_seq, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000};
-    help(&b, "softadastra_wal_head_seq", "gauge", "Highest WAL seq appended.");
-    metric(&b, "softadastra_wal_head_seq", NULL, NULL, (double)wi.last_seq);
-    help(&b, "softadastra_wal_durable_seq", "gauge", "Highest WAL seq known durable.");
-    metric(&b, "softadastra_wal_durable_seq", NULL, NULL, (double)wi.durable_seq);
-    help(&b, "softadastra_wal_first_seq", "gauge", "Lowest WAL seq retained.");
-    metric(&b, "softadastra_wal_first_seq", NULL, NULL, (double)wi.first_seq);
-    help(&b, "softadastra_wal_bytes", "gauge", "Bytes of WAL retained.");
-    metric(&b, "softadastra_wal_bytes", NULL, NULL, (double)wi.bytes);
-    uint64_t ic = 0, ib = 0;
-    sa_inbox_stats(a->store, &ic, &ib, &err);
-    help(&b, "softadastra_inbox_ops", "gauge", "Edge ops queued for PostgreSQL.");
-    metric(&b, "softadastra_inbox_ops", NULL, NULL, (double)ic);
-    help(&b, "softadastra_inbox_bytes", "gauge", "Bytes of edge ops queued for PostgreSQL.");
-    metric(&b, "softadastra_inbox_bytes", NULL, NULL, (double)ib);
-    help(&b, "softadastra_edge_acked_seq", "gauge", "WAL seq each edge has acknowledged.");
-    sa_cursor_foreach(a->store, metrics_peer_acked, &m, &err);
-    help(&b, "softadastra_edge_queue_depth_ops", "gauge",
-         "WAL records each edge has not acknowledged yet.");
-    sa_cursor_foreach(a->store, metrics_peer_lag, &m, &err);
-    help(&b, "softadastra_edge_last_seen_seconds", "gauge", "Seconds since each edge last pulled.");
-    sa_cursor_foreach(a->store, metrics_peer_seen, &m, &err);
-    http_respond(r, 200, "text/plain; version=0.0.4", b.data, b.len, NULL);
+    if (v.wal_ok) {
+        metrics_line(&b, "softadastra_wal_head_seq", "gauge", "Highest WAL seq appended.", NULL,
+                     (double)v.wi.last_seq);
+        metrics_line(&b, "softadastra_wal_durable_seq", "gauge", "Highest WAL seq known durable.",
+                     NULL, (double)v.wi.durable_seq);
+        metrics_line(&b, "softadastra_wal_first_seq", "gauge",
+                     "Lowest WAL seq retained (the retained range is first..head).", NULL,
+                     (double)v.wi.first_seq);
+        metrics_line(&b, "softadastra_wal_bytes", "gauge", "Bytes of WAL retained.", NULL,
+                     (double)v.wi.bytes);
+    }
+    metrics_line(&b, "softadastra_inbox_depth_ops", "gauge",
+                 "Edge ops accepted and not yet applied to PostgreSQL.", NULL,
+                 (double)v.inbox_ops);
+    metrics_line(&b, "softadastra_inbox_bytes", "gauge", "Bytes of edge ops in the inbox.", NULL,
+                 (double)v.inbox_bytes);
+    static const char *const names[3] = {"softadastra_peer_acked_seq",
+                                         "softadastra_peer_queue_depth_ops",
+                                         "softadastra_peer_last_contact_seconds"};
+    static const char *const helps[3] = {
+        "WAL seq each peer has acknowledged (its last pull's cursor).",
+        "WAL records after each peer's acknowledged seq (head - acked).",
+        "Seconds since each peer's last pull."};
+    for (int k = 0; k < 3; k++) {
+        for (size_t i = 0; i < v.peers.n; i++) {
+            const sa_cursor *c = &v.peers.rows[i].c;
+            const char *l[] = {"peer", v.peers.rows[i].name, NULL};
+            double val = k == 0   ? (double)c->acked
+                         : k == 1 ? (double)queue_depth(&v, c)
+                         : c->last_attempt_ms == 0 || v.now_ms <= c->last_attempt_ms
+                             ? 0.0
+                             : (double)(v.now_ms - c->last_attempt_ms) / 1000.0;
+            if (k == 2 && c->last_attempt_ms == 0)
+                continue;
+            metrics_line(&b, names[k], "gauge", i == 0 ? helps[k] : NULL, l, val);
+        }
+    }
+    sa_err err = {0};
+    int rc = a->opt.metrics != NULL ? metrics_render(a->opt.metrics, &b, &err) : 0;
+    view_free(&v);
+    count_req(a, r, rc == 0 ? 200 : 503);
+    if (rc != 0)
+        http_respond(r, 503, "text/plain", err.msg, strlen(err.msg), NULL);
+    else
+        http_respond(r, 200, "text/plain; version=0.0.4", b.data, b.len, NULL);
     sa_buf_free(&b);
+}
+
+/* /healthz: 200 {"status": "ok", ...} or 503 {"status": "failing",
+ * "reason": ..., "parts": {part: {"ok", "reason"}}}. */
+static void route_healthz(api *a, http_req *r)
+{
+    api_view v;
+    view_get(a, &v);
+    json_t *j = json_object(), *parts = json_object();
+    const char *why = NULL;
+    for (int p = 0; p < METRICS_NPARTS; p++) {
+        json_t *o = json_object();
+        json_object_set_new(o, "ok", json_boolean(v.state[p] == 1));
+        if (v.state[p] != 1) {
+            json_object_set_new(o, "reason", json_string(v.reason[p]));
+            if (why == NULL)
+                why = metrics_part_name((metrics_part)p);
+        }
+        json_object_set_new(parts, metrics_part_name((metrics_part)p), o);
+    }
+    json_object_set_new(j, "status", json_string(v.healthy ? "ok" : "failing"));
+    if (why != NULL) {
+        char reason[400];
+        int p = 0;
+        while (p < METRICS_NPARTS && strcmp(metrics_part_name((metrics_part)p), why) != 0)
+            p++;
+        snprintf(reason, sizeof reason, "%s: %s", why, v.reason[p]);
+        json_object_set_new(j, "reason", json_string(reason));
+    }
+    json_object_set_new(j, "parts", parts);
+    if (v.wal_ok) {
+        json_object_set_new(j, "head", json_integer((json_int_t)v.wi.last_seq));
+        json_object_set_new(j, "first", json_integer((json_int_t)v.wi.first_seq));
+        json_object_set_new(j, "wal_bytes", json_integer((json_int_t)v.wi.bytes));
+        json_object_set_new(j, "durable", json_integer((json_int_t)v.wi.durable_seq));
+    }
+    view_free(&v);
+    api_json(a, r, v.healthy ? 200 : 503, j, NULL);
+}
+
+/* /v1/status: what `sa-bridge status` shows, as one JSON object. */
+static void route_status(api *a, http_req *r)
+{
+    api_view v;
+    view_get(a, &v);
+    metrics *m = a->opt.metrics;
+    json_t *j = json_object();
+    json_object_set_new(j, "version", json_string(SA_API_VERSION));
+    json_object_set_new(j, "healthy", json_boolean(v.healthy));
+    json_t *parts = json_object();
+    for (int p = 0; p < METRICS_NPARTS; p++) {
+        json_t *o = json_object();
+        json_object_set_new(o, "ok", json_boolean(v.state[p] == 1));
+        if (v.state[p] != 1)
+            json_object_set_new(o, "reason", json_string(v.reason[p]));
+        json_object_set_new(parts, metrics_part_name((metrics_part)p), o);
+    }
+    json_object_set_new(j, "parts", parts);
+    json_t *wal = json_object();
+    json_object_set_new(wal, "head", json_integer((json_int_t)v.wi.last_seq));
+    json_object_set_new(wal, "durable", json_integer((json_int_t)v.wi.durable_seq));
+    json_object_set_new(wal, "first", json_integer((json_int_t)v.wi.first_seq));
+    json_object_set_new(wal, "bytes", json_integer((json_int_t)v.wi.bytes));
+    json_object_set_new(j, "wal", wal);
+    json_t *repl = json_object();
+    json_object_set_new(repl, "connected",
+                        json_boolean(metrics_get(m, "softadastra_replication_connected", NULL, 0) > 0));
+    static const char *const rk[][2] = {{"lag_bytes", "softadastra_replication_lag_bytes"},
+                                        {"server_lsn", "softadastra_replication_server_lsn"},
+                                        {"durable_lsn", "softadastra_replication_durable_lsn"},
+                                        {"confirmed_lsn", "softadastra_replication_confirmed_lsn"}};
+    for (size_t i = 0; i < sizeof rk / sizeof rk[0]; i++)
+        json_object_set_new(repl, rk[i][0], json_integer((json_int_t)metrics_get(m, rk[i][1], NULL, 0)));
+    json_object_set_new(repl, "lag_seconds",
+                        json_real(metrics_get(m, "softadastra_replication_lag_seconds", NULL, 0)));
+    json_object_set_new(j, "replication", repl);
+    json_t *inbox = json_object();
+    json_object_set_new(inbox, "ops", json_integer((json_int_t)v.inbox_ops));
+    json_object_set_new(inbox, "bytes", json_integer((json_int_t)v.inbox_bytes));
+    json_object_set_new(j, "inbox", inbox);
+    json_t *peers = json_array();
+    for (size_t i = 0; i < v.peers.n; i++) {
+        const sa_cursor *c = &v.peers.rows[i].c;
+        json_t *o = json_object();
+        json_object_set_new(o, "peer", json_string(v.peers.rows[i].name));
+        json_object_set_new(o, "acked", json_integer((json_int_t)c->acked));
+        json_object_set_new(o, "queue_depth", json_integer((json_int_t)queue_depth(&v, c)));
+        if (c->last_attempt_ms > 0)
+            json_object_set_new(o, "last_contact_s",
+                                json_real(v.now_ms > c->last_attempt_ms
+                                              ? (double)(v.now_ms - c->last_attempt_ms) / 1000.0
+                                              : 0.0));
+        json_array_append_new(peers, o);
+    }
+    json_object_set_new(j, "peers", peers);
+    view_free(&v);
+    api_json(a, r, 200, j, NULL);
 }
 
 /* ---------------------------------------------------------------------
@@ -1226,21 +1438,11 @@ static void api_handle(void *ctx, http_req *r)
     api *a = ctx;
     const char *m = http_req_method(r), *path = http_req_path(r);
     if (strcmp(path, "/healthz") == 0) {
-        sa_wal_info wi;
-        sa_err err;
-        json_t *j = json_object();
-        if (sa_wal_info_get(a->store, &wi, &err) == 0) {
-            json_object_set_new(j, "status", json_string("ok"));
-            json_object_set_new(j, "head", json_integer((json_int_t)wi.last_seq));
-            json_object_set_new(j, "first", json_integer((json_int_t)wi.first_seq));
-            json_object_set_new(j, "wal_bytes", json_integer((json_int_t)wi.bytes));
-            json_object_set_new(j, "durable", json_integer((json_int_t)wi.durable_seq));
-            api_json(a, r, 200, j, NULL);
-        } else {
-            json_object_set_new(j, "status", json_string("failing"));
-            json_object_set_new(j, "message", json_string(err.msg));
-            api_json(a, r, 503, j, NULL);
-        }
+        route_healthz(a, r);
+        return;
+    }
+    if (strcmp(path, "/v1/status") == 0) {
+        route_status(a, r);
         return;
     }
     if (strcmp(path, "/metrics") == 0) {

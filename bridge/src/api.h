@@ -12,10 +12,20 @@
  *                                    (SHA-256 compared by PostgreSQL; the
  *                                    answer cached for a few seconds):
  *                                    missing or unknown 401, disabled 403
- *   GET  /healthz                    {"status": "ok", "instance", "head", ...}
- *   GET  /metrics                    Prometheus text: WAL head/durable/first/
- *                                    bytes, inbox ops/bytes, per edge: acked
- *                                    seq, queue depth, seconds since seen
+ *   GET  /healthz                    200 {"status": "ok", "parts": {...},
+ *                                    "head", ...}, or 503 {"status":
+ *                                    "failing", "reason": "PART: why"} when
+ *                                    the replication connection, the applier
+ *                                    or the storage is unhealthy
+ *   GET  /metrics                    Prometheus text (names: metrics.c and
+ *                                    README): WAL range and bytes, inbox,
+ *                                    per peer acked seq, queue depth, last
+ *                                    contact, pulls, pushes, retries,
+ *                                    time to converge; conflicts,
+ *                                    rejections, apply times, replication
+ *                                    lag and LSNs, HTTP requests
+ *   GET  /v1/status                  the same at a glance, one JSON object
+ *                                    (sa-bridge status)
  *   GET  /v1/changes?after=S&limit=N&wait=W[&instance=I]
  *        records S durably as the peer's acknowledged position, then
  *        answers the ops after S of the tables the peer may read, whole
@@ -78,6 +88,7 @@ typedef struct api_options {
     unsigned max_conns, max_conns_per_ip; /* HTTP connection limits (0: http.h defaults) */
     void (*on_ops)(void *ctx); /* called (any thread) after ops were queued */
     void *on_ops_ctx;
+    struct metrics *metrics; /* counters to update and render (metrics.h); NULL: none */
 } api_options;
 
 void api_options_init(api_options *o /* out */);

@@ -27,6 +27,7 @@
 struct applier {
     char *pg;
     sa_store *store;
+    metrics *m;
     ingest_log_fn log;
     void *log_ctx;
     int log_level;
@@ -109,6 +110,8 @@ typedef struct outcome {
     char status[16];
     long long conflict_id; /* 0: none */
     char resolution[20];
+    char kind[20];   /* conflicts: their kind and table, for metrics */
+    char table[128];
     char *message; /* malloc'd or NULL */
 } outcome;
 
@@ -279,10 +282,14 @@ static int apply_batch(applier *a, const char *origin, sa_err *err)
             snprintf(id, sizeof id, "%lld", oc[i].conflict_id);
             const char *p1[1] = {id};
             PGresult *q = PQexecParams(a->conn,
-                                       "SELECT resolution FROM softadastra.conflicts WHERE id = $1::bigint",
+                                       "SELECT resolution, kind, table_name FROM "
+                                       "softadastra.conflicts WHERE id = $1::bigint",
                                        1, NULL, p1, NULL, NULL, 0);
-            if (PQresultStatus(q) == PGRES_TUPLES_OK && PQntuples(q) == 1)
+            if (PQresultStatus(q) == PGRES_TUPLES_OK && PQntuples(q) == 1) {
                 snprintf(oc[i].resolution, sizeof oc[i].resolution, "%s", PQgetvalue(q, 0, 0));
+                snprintf(oc[i].kind, sizeof oc[i].kind, "%s", PQgetvalue(q, 0, 1));
+                snprintf(oc[i].table, sizeof oc[i].table, "%s", PQgetvalue(q, 0, 2));
+            }
             PQclear(q);
         }
     }
@@ -315,6 +322,19 @@ static int apply_batch(applier *a, const char *origin, sa_err *err)
         napplied += strcmp(oc[i].status, "applied") == 0;
         nconf += strcmp(oc[i].status, "conflict") == 0;
         nrej += strcmp(oc[i].status, "rejected") == 0;
+        if (rc == 0 && done > wm) { /* recorded: count it, once */
+            const char *lo[] = {"outcome", oc[i].status, NULL};
+            metrics_add(a->m, "softadastra_applied_ops_total", lo, 1);
+            if (strcmp(oc[i].status, "conflict") == 0 && oc[i].kind[0] != '\0') {
+                const char *lc[] = {"table", oc[i].table, "kind", oc[i].kind,
+                                    "resolution", oc[i].resolution, NULL};
+                metrics_add(a->m, "softadastra_conflicts_total", lc, 1);
+            }
+            if (strcmp(oc[i].status, "rejected") == 0) {
+                const char *lr[] = {"peer", peer, NULL};
+                metrics_add(a->m, "softadastra_rejections_total", lr, 1);
+            }
+        }
         free(oc[i].message);
     }
     free(oc);
@@ -361,13 +381,22 @@ static void *applier_main(void *p)
                 skip |= strcmp(a->stuck[k], names[i]) == 0;
             if (skip)
                 continue;
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
             int r = apply_batch(a, names[i], &err);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            if (r > 0)
+                metrics_observe(a->m, "softadastra_apply_seconds", NULL,
+                                (double)(t1.tv_sec - t0.tv_sec) +
+                                    (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
             if (r > 0)
                 more = 1;
             else if (r < 0)
                 rc = r;
         }
         if (rc != 0) {
+            metrics_add(a->m, "softadastra_apply_retries_total", NULL, 1);
+            metrics_health_set(a->m, METRICS_APPLIER, 0, err.msg);
             uint64_t delay = 1000;
             sa_err e2;
             sa_retry_next(&a->retry, 0, &delay, &e2);
@@ -381,13 +410,14 @@ static void *applier_main(void *p)
             continue;
         }
         sa_retry_success(&a->retry);
+        metrics_health_set(a->m, METRICS_APPLIER, 1, NULL);
         if (!more)
             nap(a, APPLIER_TICK_MS);
     }
     return NULL;
 }
 
-int applier_start(const char *pg, sa_store *store, ingest_log_fn log, void *log_ctx,
+int applier_start(const char *pg, sa_store *store, metrics *m, ingest_log_fn log, void *log_ctx,
                   int log_level, applier **out, sa_err *err)
 {
     applier *a = sa_calloc(1, sizeof *a);
@@ -396,11 +426,13 @@ int applier_start(const char *pg, sa_store *store, ingest_log_fn log, void *log_
         return sa_err_set(err, SA_ENOMEM, "out of memory");
     }
     a->store = store;
+    a->m = m;
     a->log = log;
     a->log_ctx = log_ctx;
     a->log_level = log_level;
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->cv, NULL);
+    metrics_health_set(m, METRICS_APPLIER, 1, NULL); /* healthy until a batch fails */
     sa_retry_policy pol = sa_retry_policy_default();
     int rc = sa_retry_init(&a->retry, &pol, 0, err);
     if (rc == 0 && pthread_create(&a->thread, NULL, applier_main, a) != 0)

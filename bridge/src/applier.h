@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "ingest.h"
+#include "metrics.h"
 #include "sa/sa_err.h"
 #include "sa/sa_store.h"
 
@@ -34,9 +35,12 @@
 
 typedef struct applier applier;
 
-/* store: borrowed (must outlive the applier); pg: conninfo (copied); log:
- * the bridge's log sink (thread-safe), level as ingest's. */
-int applier_start(const char *pg, sa_store *store, ingest_log_fn log, void *log_ctx,
+/* store, m: borrowed (must outlive the applier; m may be NULL); pg:
+ * conninfo (copied); log: the bridge's log sink (thread-safe), level as
+ * ingest's.  Counts outcomes, conflicts (by table, kind, resolution),
+ * rejections, batch times and retries in m, and reports its health there
+ * (METRICS_APPLIER: failing with the last error while it retries). */
+int applier_start(const char *pg, sa_store *store, metrics *m, ingest_log_fn log, void *log_ctx,
                   int log_level, applier **out /* out */, sa_err *err);
 /* New ops are queued: look now rather than at the next tick.  Any thread. */
 void applier_kick(applier *a);

@@ -35,6 +35,7 @@
 
 #include "api.h"
 #include "applier.h"
+#include "metrics.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -123,6 +124,11 @@ typedef struct ingest {
     size_t ncopied;
     /* stats */
     uint64_t txns, ops;
+    metrics *m;              /* /metrics and /healthz (metrics.h) */
+    uint64_t server_end;     /* the server's end of WAL, last reported */
+    int64_t durable_commit_us; /* commit time of the last durable transaction */
+    int64_t pend_commit_us;    /* ... of the last one pending in cur_batch */
+    int64_t gauges_ms;         /* repl_clock_ms() of the last gauge update */
     int fatal; /* bad input from the server or a failing store: no reconnect cures it */
 } ingest;
 
@@ -323,6 +329,8 @@ static int commit_txn(ingest *ig, txbuf *t, uint32_t xid, uint64_t commit_lsn, u
     ig->status_due = 1;
     ig->txns++;
     ig->ops += res.last_seq ? res.last_seq - res.first_seq + 1 : 0;
+    ig->durable_commit_us = commit_time;
+    metrics_add(ig->m, "softadastra_replication_transactions_total", NULL, 1);
     say(ig, 3, "transaction %u committed at %s: WAL %" PRIu64 "..%" PRIu64 "%s", xid,
         lsn_str(commit_lsn, l1), res.first_seq, res.last_seq,
         cc.skipped ? " (changes already copied skipped)" : "");
@@ -352,6 +360,8 @@ static int flush_pending(ingest *ig, sa_err *err)
     ig->durable_end = ig->end_lsn;
     ig->txns += ig->pend_txns;
     ig->ops += ig->pend_ops;
+    ig->durable_commit_us = ig->pend_commit_us;
+    metrics_add(ig->m, "softadastra_replication_transactions_total", NULL, (double)ig->pend_txns);
     ig->pend_txns = ig->pend_ops = 0;
     ig->pend_since_ms = 0;
     ig->status_due = 1;
@@ -543,6 +553,7 @@ static int commit_batch(ingest *ig, uint64_t commit_lsn, uint64_t end_lsn, sa_er
     ig->commit_lsn = commit_lsn;
     ig->end_lsn = end_lsn;
     ig->pend_txns++;
+    ig->pend_commit_us = ig->cur_commit_time;
     ig->pend_ops += ig->cur_n;
     if (ig->pend_since_ms == 0)
         ig->pend_since_ms = repl_clock_ms();
@@ -738,6 +749,34 @@ static int flush_target(ingest *ig, uint64_t *flush, sa_err *err)
     }
     *flush = f;
     return 0;
+}
+
+/* Replication gauges for /metrics, at most every 250 ms unless forced. */
+static void update_gauges(ingest *ig, int connected, int force)
+{
+    int64_t now = repl_clock_ms();
+    if (ig->m == NULL || (!force && now - ig->gauges_ms < 250))
+        return;
+    ig->gauges_ms = now;
+    uint64_t held = ig->durable_end;
+    if (connected && idle(ig) && ig->idle_end > held)
+        held = ig->idle_end; /* caught up: everything the server has is ours */
+    uint64_t lag = ig->server_end > held ? ig->server_end - held : 0;
+    double lag_s = 0;
+    if (lag > 0 && ig->cur_commit_time > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double wall = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+        lag_s = wall - (double)ig->cur_commit_time / 1e6;
+        if (lag_s < 0)
+            lag_s = 0;
+    }
+    metrics_set(ig->m, "softadastra_replication_connected", NULL, connected);
+    metrics_set(ig->m, "softadastra_replication_lag_bytes", NULL, (double)lag);
+    metrics_set(ig->m, "softadastra_replication_lag_seconds", NULL, lag_s);
+    metrics_set(ig->m, "softadastra_replication_server_lsn", NULL, (double)ig->server_end);
+    metrics_set(ig->m, "softadastra_replication_durable_lsn", NULL, (double)ig->durable_end);
+    metrics_set(ig->m, "softadastra_replication_confirmed_lsn", NULL, (double)ig->sent_flush);
 }
 
 static int send_status(ingest *ig, int reply, sa_err *err)
@@ -1148,13 +1187,16 @@ static int session(ingest *ig, sa_err *err)
         return rc;
     if ((rc = repl_start(ig->rc, ig->cfg->slot, ig->end_lsn, &so, err)) != 0)
         return rc;
+    metrics_health_set(ig->m, METRICS_REPLICATION, 1, NULL);
     say(ig, 2, "streaming from slot \"%s\" at %s", ig->cfg->slot, lsn_str(ig->end_lsn, l));
     ig->last_status_ms = 0;
     ig->idle_end = 0;
+    update_gauges(ig, 1, 1);
     int64_t dead = ig->cfg->dead_after_ms;
     while (!*ig->stop) {
         repl_frame f;
         int64_t now = repl_clock_ms();
+        update_gauges(ig, 1, 0);
         if (now - repl_last_server_activity_ms(ig->rc) > dead / 2 &&
             now - ig->last_status_ms > dead / 4) {
             /* silence: ask for a reply before calling the connection dead */
@@ -1192,6 +1234,8 @@ static int session(ingest *ig, sa_err *err)
             return rc;
         if (rc == 0)
             continue;
+        if (f.wal_end > ig->server_end)
+            ig->server_end = f.wal_end;
         if (f.type == REPL_FRAME_KEEPALIVE) {
             if (idle(ig))
                 ig->idle_end = f.wal_end;
@@ -1332,10 +1376,12 @@ static int start_api(ingest *ig, sa_err *err)
     int ext = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
     PQclear(r);
     if (ext) {
-        if ((rc = applier_start(ig->cfg->pg, ig->store, ig->log, ig->lctx, ig->cfg->log_level,
-                                &ig->applier, err)) != 0)
+        if ((rc = applier_start(ig->cfg->pg, ig->store, ig->m, ig->log, ig->lctx,
+                                ig->cfg->log_level, &ig->applier, err)) != 0)
             return rc;
     } else {
+        metrics_health_set(ig->m, METRICS_APPLIER, 0, "the softadastra extension is not "
+                                                      "installed: pushed ops are not applied");
         say(ig, 1, "the softadastra extension is not installed: edges' pushed ops are queued "
                    "but not applied (CREATE EXTENSION softadastra)");
     }
@@ -1349,12 +1395,36 @@ static int start_api(ingest *ig, sa_err *err)
     o.inbox_cap = (uint64_t)ig->cfg->inbox_cap_mb << 20;
     o.max_conns = ig->cfg->max_conns;
     o.max_conns_per_ip = ig->cfg->max_conns_per_ip;
+    o.metrics = ig->m;
     if ((rc = api_start(&o, ig->store, instance, ig->tables, ig->ntables, &ig->api, err)) != 0)
         return rc;
     char host[256];
     const char *colon = strrchr(ig->cfg->listen, ':');
     snprintf(host, sizeof host, "%.*s", (int)(colon - ig->cfg->listen), ig->cfg->listen);
     say(ig, 2, "HTTP API v1 listening on %s:%d (instance %s)", host, api_port(ig->api), instance);
+    /* where `sa-bridge status --data DIR` finds it: DIR/api.url, replaced
+     * atomically (a wildcard address is reached through loopback) */
+    const char *reach = host[0] == '\0' || strcmp(host, "*") == 0 || strcmp(host, "0.0.0.0") == 0
+                            ? "127.0.0.1"
+                        : strcmp(host, "[::]") == 0 ? "[::1]"
+                                                    : host;
+    size_t n = strlen(ig->cfg->data) + 32;
+    char *path = sa_malloc(n), *tmp = sa_malloc(n);
+    if (path != NULL && tmp != NULL) {
+        snprintf(path, n, "%s/api.url", ig->cfg->data);
+        snprintf(tmp, n, "%s/api.url.tmp", ig->cfg->data);
+        FILE *f = fopen(tmp, "w");
+        int ok = f != NULL && fprintf(f, "http://%s:%d\n", reach, api_port(ig->api)) > 0;
+        if (f != NULL && fclose(f) != 0)
+            ok = 0;
+        if (!ok || rename(tmp, path) != 0) {
+            say(ig, 1, "cannot write %s (sa-bridge status --data will not find the API): %s",
+                path, strerror(errno));
+            unlink(tmp);
+        }
+    }
+    sa_free(path);
+    sa_free(tmp);
     return 0;
 }
 
@@ -1391,8 +1461,10 @@ int ingest_run(const sa_bridge_config *cfg, volatile sig_atomic_t *stop, ingest_
     int found, rc;
     size_t n = strlen(cfg->data) + 16;
 
-    if ((rc = sa_retry_init(&retry, &pol, 0, err)) != 0 || (rc = sa_hlc_clock_new(NULL, &ig->hlc, err)) != 0)
+    if ((rc = sa_retry_init(&retry, &pol, 0, err)) != 0 ||
+        (rc = sa_hlc_clock_new(NULL, &ig->hlc, err)) != 0 || (rc = metrics_new(&ig->m, err)) != 0)
         goto done;
+    metrics_health_set(ig->m, METRICS_REPLICATION, 0, "connecting");
     ig->store_dir = ingest_store_dir(cfg->data);
     ig->staging_dir = sa_malloc(n);
     if (ig->store_dir == NULL || ig->staging_dir == NULL) {
@@ -1413,6 +1485,7 @@ int ingest_run(const sa_bridge_config *cfg, volatile sig_atomic_t *stop, ingest_
     so.durability = cfg->durability;
     if ((rc = sa_store_open(ig->store_dir, &so, &ig->store, err)) != 0)
         goto done;
+    metrics_health_set(ig->m, METRICS_STORAGE, 1, NULL);
 
     /* the ordinary connection: checks, publication, copies, slot queries */
     for (;;) {
@@ -1511,9 +1584,12 @@ int ingest_run(const sa_bridge_config *cfg, volatile sig_atomic_t *stop, ingest_
         }
         if (rc == 0 || *stop)
             break;
+        metrics_health_set(ig->m, METRICS_REPLICATION, 0, err->msg);
+        update_gauges(ig, 0, 1);
         if (ig->fatal || !transient(rc))
             goto done;
         uint64_t delay;
+        metrics_add(ig->m, "softadastra_replication_reconnects_total", NULL, 1);
         say(ig, 1, "replication connection lost: %s", err->msg);
         if ((rc = sa_retry_next(&retry, 0, &delay, err)) != 0)
             goto done;
@@ -1547,6 +1623,7 @@ done:
         PQfinish(ig->pg);
     sa_store_close(ig->store);
     sa_hlc_clock_free(ig->hlc);
+    metrics_free(ig->m);
     for (size_t i = 0; i < ig->ncopied; i++)
         sa_free(ig->copied[i].table);
     sa_free(ig->copied);

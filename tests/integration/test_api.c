@@ -365,9 +365,9 @@ static void test_api_end_to_end(void **state)
         snprintf(want_head, sizeof want_head, "softadastra_wal_head_seq %lld\n", head);
         assert_non_null(strstr(r.body, "# TYPE softadastra_wal_head_seq gauge\n"));
         assert_non_null(strstr(r.body, want_head));
-        assert_non_null(strstr(r.body, "softadastra_edge_acked_seq{peer=\"till2\"}"));
-        assert_non_null(strstr(r.body, "softadastra_edge_queue_depth_ops{peer=\"till2\"}"));
-        assert_non_null(strstr(r.body, "softadastra_inbox_ops "));
+        assert_non_null(strstr(r.body, "softadastra_peer_acked_seq{peer=\"till2\"}"));
+        assert_non_null(strstr(r.body, "softadastra_peer_queue_depth_ops{peer=\"till2\"}"));
+        assert_non_null(strstr(r.body, "softadastra_inbox_depth_ops "));
     }
     free(r.body);
 
@@ -691,6 +691,12 @@ static void test_api_waits_for_initial_sync(void **state)
 static long long healthz_field(const char *name)
 {
     resp r = http("/healthz", NULL, NULL, 0);
+    /* the applier reports healthy after its first round, just after start */
+    for (int64_t end = it_now_ms() + 30000; r.status == 503 && it_now_ms() < end;) {
+        free(r.body);
+        it_sleep_ms(100);
+        r = http("/healthz", NULL, NULL, 0);
+    }
     expect_status(&r, 200, "healthz");
     json_t *j = json_of(&r);
     long long v = json_integer_value(json_object_get(j, name));
@@ -790,6 +796,25 @@ static void test_api_postgres_down(void **state)
     const char *two = "{\"epoch\": 2, \"ops\": [{\"origin\":\"till1\",\"epoch\":2,\"seq\":2,\"hlc\":6,"
                       "\"kind\":\"insert\",\"table\":\"public.items\",\"key\":{\"id\":901},"
                       "\"cols\":{\"name\":\"while down\"},\"types\":{\"id\":23,\"name\":25}}]}";
+    /* /healthz says what is wrong (the replication connection) */
+    for (int64_t end = it_now_ms() + 60000; it_now_ms() < end; it_sleep_ms(200)) {
+        r = http("/healthz", NULL, NULL, 0);
+        if (r.status == 503)
+            break;
+        free(r.body);
+    }
+    expect_status(&r, 503, "healthz while PostgreSQL is down");
+    {
+        json_t *hj = json_of(&r);
+        assert_string_equal(json_string_value(json_object_get(hj, "status")), "failing");
+        const char *why = json_string_value(json_object_get(hj, "reason"));
+        assert_non_null(why);
+        assert_non_null(strstr(why, "replication: "));
+        assert_true(json_is_false(json_object_get(
+            json_object_get(json_object_get(hj, "parts"), "replication"), "ok")));
+        json_decref(hj);
+    }
+    free(r.body);
     r = http("/v1/ops", g_token, two, strlen(two));
     expect_status(&r, 200, "push while PostgreSQL is down");
     assert_non_null(strstr(r.body, "\"accepted\":2"));
@@ -820,6 +845,7 @@ static void test_api_postgres_down(void **state)
     char v[64];
     q1("SELECT name FROM items WHERE id = 901", v, sizeof v);
     assert_string_equal(v, "while down");
+    assert_true(healthz_field("head") > 0); /* healthy again (waits for 200) */
 
     /* a new bridge instance (another data directory, its own slot) takes
      * up where PostgreSQL's watermark is: the edge's next op is accepted,
@@ -854,6 +880,262 @@ static void test_api_postgres_down(void **state)
     g_ok = 1;
 }
 
+/* ---- observability ---------------------------------------------------- */
+
+/* The value of the sample line that starts with `series` ("name{...}" or
+ * "name") in a /metrics text; fails when absent. */
+static double metric_value(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *p = text; p != NULL && *p != '\0';) {
+        if (strncmp(p, series, n) == 0 && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+        p = strchr(p, '\n');
+        if (p != NULL)
+            p++;
+    }
+    fail_msg("no metric %s in:\n%s", series, text);
+    return 0;
+}
+
+static char *scrape(void)
+{
+    resp r = http("/metrics", NULL, NULL, 0);
+    expect_status(&r, 200, "metrics");
+    return r.body;
+}
+
+/* Run sa-bridge with args (NULL-terminated), stdout into out; exit code. */
+static int run_cli(const char *const *args, char *out, size_t cap)
+{
+    char cmd[4096];
+    int n = snprintf(cmd, sizeof cmd, "'%s'", it_bridge_bin());
+    for (int i = 0; args[i] != NULL; i++)
+        n += snprintf(cmd + n, sizeof cmd - (size_t)n, " '%s'", args[i]);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t got = fread(out, 1, cap - 1, f);
+    out[got] = '\0';
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* A scripted scenario, then /metrics: every metric the operator's guide
+ * names is there with the value the scenario implies; /healthz and
+ * `sa-bridge status` agree; the log is logfmt and holds no secret. */
+static void test_api_metrics(void **state)
+{
+    (void)state;
+    if (!start_pg_ext()) {
+        g_ok = 1;
+        skip();
+    }
+    sql("CREATE TABLE items (id int PRIMARY KEY, name text, price numeric);"
+        "INSERT INTO items SELECT g, 'item ' || g, g FROM generate_series(1, 10) g;"
+        "SELECT softadastra.add_table('items', 'server_wins')");
+    q1("SELECT softadastra.create_peer('obs')", g_token, sizeof g_token);
+    /* a password in the conninfo (trust auth ignores it): never logged */
+    const char *secret_pw = "Pw-Never-Logged-7731";
+    char conninfo[1024];
+    snprintf(conninfo, sizeof conninfo, "%s password=%s", sa_pgh_conninfo(g_h), secret_pw);
+    it_data_dir(g_data, sizeof g_data, "obs");
+    const char *extra[] = {"--listen", "127.0.0.1:0", NULL};
+    if (it_bridge_start(&g_b, conninfo, g_data, NULL, extra) != 0)
+        fail_msg("cannot start sa-bridge");
+    int st = 0;
+    if (it_wait_log(&g_b, 0, "streaming from slot", 120000, &st) != 1)
+        fail_msg("sa-bridge did not start streaming");
+    FILE *lf = fopen(g_b.log, "r");
+    char line[4096];
+    while (fgets(line, sizeof line, lf) != NULL) {
+        const char *p = strstr(line, "HTTP API v1 listening on 127.0.0.1:");
+        if (p != NULL)
+            g_port = atoi(p + strlen("HTTP API v1 listening on 127.0.0.1:"));
+    }
+    fclose(lf);
+    assert_true(g_port > 0);
+
+    long long h0 = healthz_field("head");
+    char path[256];
+    /* pull 1: acknowledges h0 (the peer's first contact) */
+    snprintf(path, sizeof path, "/v1/changes?after=%lld", h0);
+    resp r = http(path, g_token, NULL, 0);
+    expect_status(&r, 200, "pull 1");
+    free(r.body);
+    /* one transaction of three rows */
+    sql("INSERT INTO items SELECT g, 'new ' || g, g FROM generate_series(11, 13) g");
+    snprintf(path, sizeof path, "/v1/changes?after=%lld&wait=20", h0);
+    long long next = 0;
+    for (int tries = 0; tries < 5 && next <= h0; tries++) { /* pull 2: the transaction */
+        r = http(path, g_token, NULL, 0);
+        expect_status(&r, 200, "pull 2");
+        json_t *j = json_of(&r);
+        next = json_integer_value(json_object_get(j, "next"));
+        json_decref(j);
+        free(r.body);
+    }
+    assert_int_equal(next, h0 + 3);
+    snprintf(path, sizeof path, "/v1/changes?after=%lld", next); /* acknowledges it */
+    r = http(path, g_token, NULL, 0);
+    expect_status(&r, 200, "pull 3");
+    free(r.body);
+
+    /* three ops: applied, a conflict (stale base), rejected (not a number) */
+    const char *push = "{\"epoch\": 1, \"ops\": ["
+        "{\"origin\":\"obs\",\"epoch\":1,\"seq\":1,\"hlc\":5,\"kind\":\"insert\","
+        "\"table\":\"public.items\",\"key\":{\"id\":100},\"cols\":{\"name\":\"edge\"},"
+        "\"types\":{\"id\":23,\"name\":25}},"
+        "{\"origin\":\"obs\",\"epoch\":1,\"seq\":2,\"hlc\":6,\"kind\":\"update\","
+        "\"table\":\"public.items\",\"key\":{\"id\":2},\"cols\":{\"name\":\"edge 2\"},"
+        "\"base\":{\"name\":\"stale\"},\"types\":{\"id\":23,\"name\":25}},"
+        "{\"origin\":\"obs\",\"epoch\":1,\"seq\":3,\"hlc\":7,\"kind\":\"update\","
+        "\"table\":\"public.items\",\"key\":{\"id\":3},\"cols\":{\"price\":\"not a number\"},"
+        "\"base\":{\"price\":\"3\"},\"types\":{\"id\":23,\"price\":1700}}]}";
+    r = http("/v1/ops", g_token, push, strlen(push));
+    expect_status(&r, 200, "push");
+    free(r.body);
+    r = http("/v1/ops", g_token, push, strlen(push)); /* re-sent: a retry */
+    expect_status(&r, 200, "push again");
+    free(r.body);
+    const char *gap = "{\"epoch\": 1, \"ops\": [{\"origin\":\"obs\",\"epoch\":1,\"seq\":9,\"hlc\":9,"
+                      "\"kind\":\"delete\",\"table\":\"public.items\",\"key\":{\"id\":1},"
+                      "\"types\":{\"id\":23}}]}";
+    r = http("/v1/ops", g_token, gap, strlen(gap)); /* refused: a retry the peer must make */
+    expect_status(&r, 409, "gap");
+    free(r.body);
+    json_t *res = NULL;
+    for (int64_t end = it_now_ms() + 60000; it_now_ms() < end; it_sleep_ms(100)) {
+        r = http("/v1/ops/results?epoch=1", g_token, NULL, 0);
+        json_decref(res);
+        res = r.status == 200 ? json_of(&r) : NULL;
+        free(r.body);
+        if (res != NULL && json_integer_value(json_object_get(res, "applied")) == 3)
+            break;
+    }
+    assert_int_equal(json_integer_value(json_object_get(res, "applied")), 3);
+    json_decref(res);
+    char resolution[64], kind[64];
+    q1("SELECT resolution FROM softadastra.conflicts", resolution, sizeof resolution);
+    q1("SELECT kind FROM softadastra.conflicts", kind, sizeof kind);
+
+    /* the replication gauges follow PostgreSQL: wait until the slot's
+     * confirmed position is the one the bridge says it confirmed */
+    char *m = NULL;
+    double slot_lsn = 0, confirmed = -1;
+    for (int64_t end = it_now_ms() + 30000; it_now_ms() < end; it_sleep_ms(200)) {
+        char v[64];
+        q1("SELECT (confirmed_flush_lsn - '0/0')::text FROM pg_replication_slots "
+           "WHERE slot_name = 'softadastra'", v, sizeof v);
+        slot_lsn = strtod(v, NULL);
+        free(m);
+        m = scrape();
+        confirmed = metric_value(m, "softadastra_replication_confirmed_lsn");
+        if (confirmed == slot_lsn && metric_value(m, "softadastra_inbox_depth_ops") == 0)
+            break;
+    }
+    assert_true(confirmed == slot_lsn);
+    assert_true(slot_lsn > 0);
+    assert_true(metric_value(m, "softadastra_replication_durable_lsn") > 0);
+    assert_true(metric_value(m, "softadastra_replication_durable_lsn") <= confirmed);
+    assert_true(metric_value(m, "softadastra_replication_server_lsn") >= confirmed);
+    assert_true(metric_value(m, "softadastra_replication_connected") == 1);
+    assert_non_null(strstr(m, "\nsoftadastra_replication_lag_bytes "));
+    assert_non_null(strstr(m, "\nsoftadastra_replication_lag_seconds "));
+    /* the SQL insert and the applier's transaction, at least */
+    assert_true(metric_value(m, "softadastra_replication_transactions_total") >= 2);
+
+    /* peers */
+    double head = metric_value(m, "softadastra_wal_head_seq");
+    assert_true(metric_value(m, "softadastra_peer_acked_seq{peer=\"obs\"}") == (double)next);
+    assert_true(metric_value(m, "softadastra_peer_queue_depth_ops{peer=\"obs\"}") ==
+                head - (double)next);
+    assert_true(head > (double)next); /* the applied ops came back through the WAL */
+    double seen = metric_value(m, "softadastra_peer_last_contact_seconds{peer=\"obs\"}");
+    assert_true(seen >= 0 && seen < 600);
+    assert_true(metric_value(m, "softadastra_peer_pulls_total{peer=\"obs\"}") >= 3);
+    assert_true(metric_value(m, "softadastra_peer_pushes_total{peer=\"obs\"}") == 2);
+    assert_true(metric_value(m, "softadastra_peer_pushed_ops_total{peer=\"obs\"}") == 3);
+    assert_true(metric_value(m, "softadastra_peer_retries_total{peer=\"obs\"}") == 2);
+    /* one transaction went from PostgreSQL to the peer and was acknowledged */
+    assert_true(metric_value(m, "softadastra_peer_converge_seconds_count{peer=\"obs\"}") == 1);
+    double conv = metric_value(m, "softadastra_peer_converge_seconds_sum{peer=\"obs\"}");
+    assert_true(conv >= 0 && conv < 600);
+    assert_non_null(strstr(m, "softadastra_peer_converge_seconds_bucket{peer=\"obs\",le=\"+Inf\"} 1\n"));
+
+    /* the applier */
+    assert_true(metric_value(m, "softadastra_applied_ops_total{outcome=\"applied\"}") == 1);
+    assert_true(metric_value(m, "softadastra_applied_ops_total{outcome=\"conflict\"}") == 1);
+    assert_true(metric_value(m, "softadastra_applied_ops_total{outcome=\"rejected\"}") == 1);
+    char series[256];
+    snprintf(series, sizeof series,
+             "softadastra_conflicts_total{table=\"public.items\",kind=\"%s\",resolution=\"%s\"}",
+             kind, resolution);
+    assert_true(metric_value(m, series) == 1);
+    assert_string_equal(kind, "update_differ");
+    assert_true(metric_value(m, "softadastra_rejections_total{peer=\"obs\"}") == 1);
+    assert_true(metric_value(m, "softadastra_apply_seconds_count") >= 1);
+    assert_true(metric_value(m, "softadastra_inbox_depth_ops") == 0);
+    assert_true(metric_value(m, "softadastra_inbox_bytes") == 0);
+
+    /* WAL */
+    assert_true(metric_value(m, "softadastra_wal_first_seq") == 1);
+    assert_true(metric_value(m, "softadastra_wal_durable_seq") == head);
+    assert_true(metric_value(m, "softadastra_wal_bytes") > 0);
+
+    /* HTTP */
+    assert_true(metric_value(m, "softadastra_http_requests_total{route=\"/v1/ops\",status=\"200\"}") == 2);
+    assert_true(metric_value(m, "softadastra_http_requests_total{route=\"/v1/ops\",status=\"409\"}") == 1);
+    assert_true(metric_value(m, "softadastra_http_requests_total{route=\"/v1/changes\",status=\"200\"}") >= 3);
+    assert_true(metric_value(m, "softadastra_http_requests_total{route=\"/healthz\",status=\"200\"}") >= 1);
+    assert_true(metric_value(m, "softadastra_http_requests_total{route=\"/metrics\",status=\"200\"}") >= 1);
+    /* health */
+    assert_true(metric_value(m, "softadastra_healthy") == 1);
+    assert_true(metric_value(m, "softadastra_part_healthy{part=\"replication\"}") == 1);
+    assert_true(metric_value(m, "softadastra_part_healthy{part=\"applier\"}") == 1);
+    assert_true(metric_value(m, "softadastra_part_healthy{part=\"storage\"}") == 1);
+    /* every family is typed, every sample is a number */
+    assert_non_null(strstr(m, "# TYPE softadastra_peer_converge_seconds histogram\n"));
+    assert_non_null(strstr(m, "# TYPE softadastra_conflicts_total counter\n"));
+    free(m);
+
+    /* sa-bridge status, from the data directory's api.url */
+    char out[8192];
+    const char *st_text[] = {"status", "--data", g_data, NULL};
+    assert_int_equal(run_cli(st_text, out, sizeof out), 0);
+    assert_non_null(strstr(out, ": healthy\n"));
+    assert_non_null(strstr(out, "obs"));
+    const char *st_json[] = {"status", "--data", g_data, "--json", NULL};
+    assert_int_equal(run_cli(st_json, out, sizeof out), 0);
+    json_error_t je;
+    json_t *sj = json_loads(out, 0, &je);
+    assert_non_null(sj);
+    assert_true(json_is_true(json_object_get(sj, "healthy")));
+    json_t *peer0 = json_array_get(json_object_get(sj, "peers"), 0);
+    assert_string_equal(json_string_value(json_object_get(peer0, "peer")), "obs");
+    assert_int_equal(json_integer_value(json_object_get(peer0, "acked")), next);
+    assert_true(json_is_true(json_object_get(json_object_get(sj, "replication"), "connected")));
+    json_decref(sj);
+    const char *st_none[] = {"status", "--url", "http://127.0.0.1:1", NULL};
+    assert_int_equal(run_cli(st_none, out, sizeof out), 2);
+
+    it_bridge_stop(&g_b, SIGTERM);
+    /* the log: logfmt lines only, and no secret anywhere */
+    lf = fopen(g_b.log, "r");
+    assert_non_null(lf);
+    int lines = 0;
+    while (fgets(line, sizeof line, lf) != NULL) {
+        lines++;
+        if (strncmp(line, "ts=", 3) != 0 || strstr(line, " level=") == NULL ||
+            strstr(line, " msg=\"") == NULL || line[strlen(line) - 2] != '"')
+            fail_msg("not a logfmt line: %s", line);
+        if (strstr(line, secret_pw) != NULL || strstr(line, g_token) != NULL)
+            fail_msg("a secret in the log: %s", line);
+    }
+    fclose(lf);
+    assert_true(lines > 5);
+    g_ok = 1;
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -862,6 +1144,7 @@ int main(void)
         cmocka_unit_test_teardown(test_api_waits_for_initial_sync, teardown),
         cmocka_unit_test_teardown(test_api_wal_retention, teardown),
         cmocka_unit_test_teardown(test_api_postgres_down, teardown),
+        cmocka_unit_test_teardown(test_api_metrics, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
