@@ -45,6 +45,11 @@ static void usage(FILE *f)
                "  status [--json]         instance, cursor, head, pending ops, last error\n"
                "  conflicts [--json]      conflicts and rejections of this edge's writes\n"
                "\n"
+               "environment (a flag wins over its variable):\n"
+               "  SA_EDGE_DATA, SA_EDGE_BRIDGE, SA_EDGE_TOKEN, SA_EDGE_PEER (init)\n"
+               "  stand for --data, --bridge, --token, --peer: a token kept out of the\n"
+               "  command line stays out of `ps`.\n"
+               "\n"
                "--bridge and --token given with any command are stored in DIR.  Tables are\n"
                "\"schema.name\" (a bare name means public.name).  put/delete/get/list never\n"
                "touch the network; their writes are durable when the command returns.\n"
@@ -58,6 +63,8 @@ static void usage(FILE *f)
 }
 
 static sa_edge *g_edge;
+
+static int is_init_cmd(const char *cmd) { return strcmp(cmd, "init") == 0; }
 
 static void on_signal(int sig)
 {
@@ -265,8 +272,18 @@ int main(int argc, char **argv)
                 cmds[known].nargs, cmds[known].nargs == 1 ? "" : "s", nargs);
         return EXIT_USAGE;
     }
+    /* flags win over the environment */
+    if (data == NULL && getenv("SA_EDGE_DATA") != NULL && getenv("SA_EDGE_DATA")[0] != '\0')
+        data = getenv("SA_EDGE_DATA");
+    if (bridge == NULL && getenv("SA_EDGE_BRIDGE") != NULL && getenv("SA_EDGE_BRIDGE")[0] != '\0')
+        bridge = getenv("SA_EDGE_BRIDGE");
+    if (token == NULL && getenv("SA_EDGE_TOKEN") != NULL && getenv("SA_EDGE_TOKEN")[0] != '\0')
+        token = getenv("SA_EDGE_TOKEN");
+    if (peer == NULL && is_init_cmd(cmd) && getenv("SA_EDGE_PEER") != NULL &&
+        getenv("SA_EDGE_PEER")[0] != '\0')
+        peer = getenv("SA_EDGE_PEER");
     if (data == NULL) {
-        fprintf(stderr, "sa-edge: --data DIR is required\n");
+        fprintf(stderr, "sa-edge: --data DIR (or SA_EDGE_DATA) is required\n");
         return EXIT_USAGE;
     }
     int is_init = strcmp(cmd, "init") == 0;

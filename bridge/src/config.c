@@ -757,6 +757,37 @@ static int next_flag(int argc, char **argv, int *i, const opt_def **def, const c
     return 0;
 }
 
+int cfg_env_name(const char *option, char *buf, size_t cap)
+{
+    int n = snprintf(buf, cap, "SA_BRIDGE_%s", option);
+    if (n < 0 || (size_t)n >= cap)
+        return -1;
+    for (char *p = buf; *p; p++)
+        *p = *p == '-' ? '_' : (*p >= 'a' && *p <= 'z') ? (char)(*p - 'a' + 'A') : *p;
+    return 0;
+}
+
+int cfg_load_env(sa_bridge_config *cfg, const char *(*get)(const char *name), sa_err *err)
+{
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const opt_def *d = &opt_defs[i];
+        if (!d->doc.in_file)
+            continue;
+        char name[64];
+        if (cfg_env_name(d->doc.name, name, sizeof name) != 0)
+            continue;
+        const char *value = get(name);
+        if (value == NULL || value[0] == '\0')
+            continue;
+        int rc = opt_apply(cfg, d, value, err);
+        if (rc != 0)
+            return sa_err_wrap(err, "environment variable %s", name);
+    }
+    return 0;
+}
+
+static const char *env_get(const char *name) { return getenv(name); }
+
 int cfg_parse_run_args(sa_bridge_config *cfg, int argc, char **argv, int *help, sa_err *err)
 {
     int rc = 0;
@@ -782,7 +813,12 @@ int cfg_parse_run_args(sa_bridge_config *cfg, int argc, char **argv, int *help, 
         }
     }
     *help = 0;
+    if (config == NULL && getenv("SA_BRIDGE_CONFIG") != NULL && getenv("SA_BRIDGE_CONFIG")[0] != '\0')
+        config = getenv("SA_BRIDGE_CONFIG");
     if (config != NULL && (rc = cfg_load_file(cfg, config, err)) != 0)
+        return rc;
+    /* then the environment (SA_BRIDGE_<KEY>), then the flags */
+    if ((rc = cfg_load_env(cfg, env_get, err)) != 0)
         return rc;
 
     /* Pass 2: every other flag, overriding the file. */

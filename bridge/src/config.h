@@ -51,9 +51,20 @@ void cfg_free(sa_bridge_config *cfg);
  * file, line and key. */
 int cfg_load_file(sa_bridge_config *cfg, const char *path, sa_err *err);
 
-/* Parse `sa-bridge run` flags (argv[0] is "run"); --config FILE is read
- * first wherever it appears, then flags override it.  --help sets *help. */
+/* Parse `sa-bridge run` flags (argv[0] is "run").  Precedence, lowest
+ * first: defaults, the config file (--config FILE wherever it appears, else
+ * $SA_BRIDGE_CONFIG), the environment (cfg_load_env with getenv), the
+ * flags.  --help sets *help. */
 int cfg_parse_run_args(sa_bridge_config *cfg, int argc, char **argv, int *help, sa_err *err);
+
+/* The environment variable of a config key: "SA_BRIDGE_" + the key in
+ * upper case with '-' as '_' (log-level: SA_BRIDGE_LOG_LEVEL).  -1 if it
+ * does not fit cap. */
+int cfg_env_name(const char *option, char *buf, size_t cap);
+/* Apply every config-file key whose variable get() returns non-empty
+ * (get: getenv, or a test's lookup).  A bad value: error naming the
+ * variable and the problem. */
+int cfg_load_env(sa_bridge_config *cfg, const char *(*get)(const char *name), sa_err *err);
 
 /* Comma-separated table list into cfg->tables (replacing it). */
 int cfg_set_tables(sa_bridge_config *cfg, const char *list, sa_err *err);

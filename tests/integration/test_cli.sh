@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test_cli.sh — sa-bridge's command line without a database: help texts,
-# exit statuses (0 ok, 1 runtime error, 2 not yet available, 64 usage), and
+# exit statuses (0 ok, 1 runtime error, 2 unavailable, 64 usage), and
 # the messages of usage and config-file errors.  The binary is
 # $SA_BINARY_DIR/bridge/sa-bridge (SA_BIN overrides it).
 set -euo pipefail
@@ -143,7 +143,43 @@ expect_rc 1 "drop-slot on a non-data dir"
 expect_err "is not a sa-bridge data directory" "drop-slot on a non-data dir"
 ok "drop-slot --data without a store: 1"
 
-run "$bin" status
-expect_rc 2 "status"
-ok "status: not yet available (2)"
+run "$bin" status --url http://127.0.0.1:1
+expect_rc 2 "status with no bridge"
+expect_err "no bridge answers at http://127.0.0.1:1" "status with no bridge"
+ok "status: no bridge there (2)"
+run "$bin" status --data "$tmp/nodata"
+expect_rc 2 "status --data without a running bridge"
+expect_err "api.url" "status --data without a running bridge"
+ok "status --data without api.url (2)"
+run "$bin" status --url x --data y
+expect_rc 64 "status --url and --data"
+ok "status --url with --data: usage (64)"
+run "$bin" status --help
+expect_rc 0 "status --help"
+[[ $out == *"--json"* && $out == *"Exit status"* ]] || fail "status --help: $out"
+ok "status --help"
+# --- sa-edge takes --data/--bridge/--token/--peer from the environment ---
+edge=${SA_EDGE_BIN:-${SA_BINARY_DIR}/edge/sa-edge}
+if [[ -x $edge ]]; then
+    run env SA_EDGE_DATA="$tmp/edge" SA_EDGE_PEER=envpeer SA_EDGE_BRIDGE=http://127.0.0.1:1 \
+        SA_EDGE_TOKEN=tok-from-env "$edge" init
+    expect_rc 0 "sa-edge init from the environment"
+    run env SA_EDGE_DATA="$tmp/edge" "$edge" status --json
+    expect_rc 0 "sa-edge status from SA_EDGE_DATA"
+    [[ $out == *'"peer":"envpeer"'* || $out == *'"peer": "envpeer"'* ]] || fail "env peer: $out"
+    [[ $out == *'http://127.0.0.1:1'* ]] || fail "env bridge: $out"
+    [[ $out != *tok-from-env* ]] || fail "status shows the token: $out"
+    run env SA_EDGE_DATA="$tmp/nowhere" "$edge" --data "$tmp/edge" status
+    expect_rc 0 "a flag wins over its variable"
+    run env -u SA_EDGE_DATA "$edge" status
+    expect_rc 64 "sa-edge without --data"
+    expect_err "SA_EDGE_DATA" "sa-edge without --data"
+    ok "sa-edge: SA_EDGE_* variables stand for the flags, flags win"
+fi
+
+# --- SA_BRIDGE_* variables reach the settings (a bad one is named) -------
+run env SA_BRIDGE_WAL_CAP_MB=0 "$bin" run --data "$tmp/d"
+expect_rc 64 "a bad SA_BRIDGE_ variable"
+expect_err "SA_BRIDGE_WAL_CAP_MB" "a bad SA_BRIDGE_ variable"
+ok "SA_BRIDGE_WAL_CAP_MB=0 is refused, naming the variable"
 echo "all ok"

@@ -539,6 +539,92 @@ static void test_config_flags_override_file(void **state)
 /* Table lists                                                            */
 /* ====================================================================== */
 
+/* Every config-file key has an environment variable; precedence is
+ * file < environment < flags; a bad value names the variable. */
+static const char *fake_env_text;
+static const char *fake_env(const char *name)
+{
+    /* fake_env_text: "NAME=value\n..." */
+    static char val[256];
+    size_t nl = strlen(name);
+    for (const char *p = fake_env_text; p != NULL && *p != '\0';) {
+        const char *e = strchr(p, '\n');
+        size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
+        if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
+            snprintf(val, sizeof val, "%.*s", (int)(len - nl - 1), p + nl + 1);
+            return val;
+        }
+        p = e != NULL ? e + 1 : NULL;
+    }
+    return NULL;
+}
+
+static void test_config_environment(void **state)
+{
+    (void)state;
+    char name[64];
+    assert_int_equal(cfg_env_name("log-level", name, sizeof name), 0);
+    assert_string_equal(name, "SA_BRIDGE_LOG_LEVEL");
+    assert_int_equal(cfg_env_name("max-connections-per-ip", name, sizeof name), 0);
+    assert_string_equal(name, "SA_BRIDGE_MAX_CONNECTIONS_PER_IP");
+    assert_int_equal(cfg_env_name("pg", name, 8), -1);
+
+    sa_bridge_config cfg;
+    sa_err err;
+    assert_int_equal(cfg_defaults(&cfg, &err), 0);
+    fake_env_text = "SA_BRIDGE_PG=host=h1 dbname=x\nSA_BRIDGE_DATA=/d\nSA_BRIDGE_LOG_LEVEL=debug\n"
+                    "SA_BRIDGE_WAL_CAP_MB=77\nSA_BRIDGE_LISTEN=0.0.0.0:9000\nSA_BRIDGE_HELP=1\n";
+    assert_int_equal(cfg_load_env(&cfg, fake_env, &err), 0);
+    assert_string_equal(cfg.pg, "host=h1 dbname=x");
+    assert_string_equal(cfg.data, "/d");
+    assert_int_equal(cfg.log_level, 3);
+    assert_int_equal(cfg.wal_cap_mb, 77);
+    assert_string_equal(cfg.listen, "0.0.0.0:9000");
+    cfg_free(&cfg);
+
+    /* every key a config file accepts is read from its variable */
+    const cfg_option *o;
+    for (size_t i = 0; (o = cfg_option_at(i)) != NULL; i++) {
+        if (!o->in_file)
+            continue;
+        assert_int_equal(cfg_env_name(o->name, name, sizeof name), 0);
+        char text[128];
+        snprintf(text, sizeof text, "%s=%s\n", name, "not-a-valid-value-!!");
+        fake_env_text = text;
+        assert_int_equal(cfg_defaults(&cfg, &err), 0);
+        int rc = cfg_load_env(&cfg, fake_env, &err);
+        /* free-text keys take anything; the others must refuse, naming the variable */
+        if (rc != 0)
+            assert_contains(err.msg, name);
+        else
+            assert_true(strcmp(o->name, "pg") == 0 || strcmp(o->name, "data") == 0 ||
+                        strcmp(o->name, "slot") == 0 || strcmp(o->name, "publication") == 0 ||
+                        strcmp(o->name, "tables") == 0 || strcmp(o->name, "listen") == 0);
+        cfg_free(&cfg);
+    }
+
+    /* precedence through cfg_parse_run_args: file < environment < flags */
+    char *path = write_file("cfgenv", "data = /from-file\nwal-cap-mb = 10\nslot = file_slot\n");
+    setenv("SA_BRIDGE_CONFIG", path, 1);
+    setenv("SA_BRIDGE_WAL_CAP_MB", "20", 1);
+    setenv("SA_BRIDGE_SLOT", "env_slot", 1);
+    const char *args[] = {"--slot", "flag_slot"};
+    int help = 0;
+    assert_int_equal(parse(&cfg, ARGC(args), args, &help, &err), 0);
+    assert_string_equal(cfg.data, "/from-file");
+    assert_int_equal(cfg.wal_cap_mb, 20);
+    assert_string_equal(cfg.slot, "flag_slot");
+    cfg_free(&cfg);
+    setenv("SA_BRIDGE_WAL_CAP_MB", "0", 1);
+    assert_int_not_equal(parse(&cfg, ARGC(args), args, &help, &err), 0);
+    assert_contains(err.msg, "SA_BRIDGE_WAL_CAP_MB");
+    cfg_free(&cfg);
+    unsetenv("SA_BRIDGE_CONFIG");
+    unsetenv("SA_BRIDGE_WAL_CAP_MB");
+    unsetenv("SA_BRIDGE_SLOT");
+    free(path);
+}
+
 static void test_config_tables(void **state)
 {
     (void)state;
@@ -1067,6 +1153,7 @@ int main(void)
         cmocka_unit_test(test_config_flags_errors),
         cmocka_unit_test(test_config_help),
         cmocka_unit_test(test_config_flags_override_file),
+        cmocka_unit_test(test_config_environment),
         cmocka_unit_test(test_config_tables),
         cmocka_unit_test(test_config_durability_names),
         cmocka_unit_test(test_config_number_bounds),
