@@ -164,15 +164,17 @@ for t in build pgext-build postgres bridge edge; do
 done
 stage() { awk -v t="$1" 'toupper($1) == "FROM" { on = (tolower($NF) == t) } on' "$dockerfile"; }
 for t in bridge edge; do
-    stage "$t" | grep -Eq '^FROM debian:12-slim AS' || fail "the $t image is not debian:12-slim"
-    if stage "$t" | grep -Eq 'build-essential|-dev\b|cmake|gcc'; then
+    st=$(stage "$t")
+    grep -Eq '^FROM debian:12-slim AS' <<<"$st" || fail "the $t image is not debian:12-slim"
+    if grep -Eq 'build-essential|-dev\b|cmake|gcc' <<<"$st"; then
         fail "the $t image installs build tools: it must hold the runtime libraries only"
     fi
-    stage "$t" | grep -q 'COPY --from=build ' || fail "the $t image does not take its binary from the build stage"
+    grep -q 'COPY --from=build ' <<<"$st" || fail "the $t image does not take its binary from the build stage"
 done
-stage postgres | grep -Eq '^FROM postgres:\$\{PG_MAJOR\}-bookworm AS|^FROM postgres:15-bookworm AS' ||
+st=$(stage postgres)
+grep -Eq '^FROM postgres:\$\{PG_MAJOR\}-bookworm AS|^FROM postgres:15-bookworm AS' <<<"$st" ||
     fail "the postgres image is not postgres:15-bookworm"
-stage postgres | grep -q 'docker-entrypoint-initdb.d' || fail "the postgres image has no init script"
+grep -q 'docker-entrypoint-initdb.d' <<<"$st" || fail "the postgres image has no init script"
 if grep -Eiq '^(ENV|ARG|LABEL)\b.*(TOKEN|PASSWORD|SECRET)' "$dockerfile"; then
     fail "docker/Dockerfile puts a secret into an image"
 fi

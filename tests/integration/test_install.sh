@@ -14,6 +14,9 @@
 # configures and builds one in the temporary directory.  Installs only into
 # a temporary directory, never into the system.
 set -euo pipefail
+# Never `producer | grep -q`: with pipefail, grep's early exit can make the
+# producer die of SIGPIPE and the test fail at random.  Outputs are captured
+# first, then searched.
 
 src=${SA_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 mkdir -p "${SA_TEST_TMPDIR:-/tmp}"
@@ -47,6 +50,8 @@ mandir=$(cache CMAKE_INSTALL_MANDIR)
 mandir=${mandir:-${datarootdir:-share}/man}
 conf_prefix=$(cache CMAKE_INSTALL_PREFIX)
 pg_config=$(cache PG_CONFIG)
+grep -q '^SA_MANPAGES:BOOL=ON' "$bin/CMakeCache.txt" ||
+    fail "$bin is configured with SA_MANPAGES=OFF: this test checks the man pages"
 for d in "$libdir" "$incdir" "$mandir" "$bindir"; do
     [[ -n $d && $d != /* ]] || fail "install dirs must be relative to the prefix for this test ('$d')"
 done
@@ -85,16 +90,17 @@ done
 (cd "$prefix" && find . \( -type f -o -type l \) | sed 's|^\./||' | sort) >"$tmp/got"
 printf '%s\n' "${expected[@]}" | sort >"$tmp/want"
 diff -u "$tmp/want" "$tmp/got" >&2 || fail "the installed files differ from the expected list (above)"
-"$prefix/$bindir/sa-bridge" --version | grep -qx "sa-bridge $version" ||
+[[ $("$prefix/$bindir/sa-bridge" --version) == "sa-bridge $version" ]] ||
     fail "the installed sa-bridge does not run"
-"$prefix/$bindir/sa-edge" --version | grep -qx "sa-edge $version" ||
+[[ $("$prefix/$bindir/sa-edge" --version) == "sa-edge $version" ]] ||
     fail "the installed sa-edge does not run"
 ok "cmake --install --prefix installs exactly the expected files, binaries run"
 
 # The shared library carries libsa_storage itself and exports only the API.
-readelf -d "$prefix/$libdir/libsa_edge.so.$version" | grep -q "SONAME.*\[$soname\]" ||
+dyn=$(readelf -d "$prefix/$libdir/libsa_edge.so.$version")
+grep -q "SONAME.*\[$soname\]" <<<"$dyn" ||
     fail "libsa_edge's soname is not $soname"
-if readelf -d "$prefix/$libdir/libsa_edge.so.$version" | grep -q 'NEEDED.*sa_storage'; then
+if grep -q 'NEEDED.*sa_storage' <<<"$dyn"; then
     fail "libsa_edge.so needs a libsa_storage that is not installed"
 fi
 exported=$(nm -D --defined-only "$prefix/$libdir/libsa_edge.so.$version" | awk '{print $3}')
@@ -161,13 +167,14 @@ EOF
 # shellcheck disable=SC2086  # word splitting of pkg-config's output is meant
 cc -std=c11 -Wall -Wextra -Werror -o "$tmp/edge_hello" "$tmp/edge_hello.c" \
     $(pkg-config --cflags --libs sa_edge) || fail "could not build against the installed libsa_edge"
-LD_LIBRARY_PATH=$prefix/$libdir ldd "$tmp/edge_hello" | grep -q "libsa_edge.so.* => $prefix/$libdir/$soname" ||
-    fail "edge_hello does not load the installed libsa_edge: $(LD_LIBRARY_PATH=$prefix/$libdir ldd "$tmp/edge_hello")"
+deps=$(LD_LIBRARY_PATH=$prefix/$libdir ldd "$tmp/edge_hello")
+grep -q "libsa_edge.so.* => $prefix/$libdir/$soname" <<<"$deps" ||
+    fail "edge_hello does not load the installed libsa_edge: $deps"
 out=$(LD_LIBRARY_PATH=$prefix/$libdir "$tmp/edge_hello" "$tmp/store") || fail "edge_hello failed: $out"
 [[ $out == $'peer=install-test pending=0\npeer=install-test pending=0' ]] ||
     fail "edge_hello printed '$out'"
 # The store it made is a real one: the installed sa-edge reads it.
-"$prefix/$bindir/sa-edge" --data "$tmp/store" status --json | grep -q '"install-test"' ||
+st=$("$prefix/$bindir/sa-edge" --data "$tmp/store" status --json) && grep -q '"install-test"' <<<"$st" ||
     fail "sa-edge status does not read the store edge_hello made"
 ok "a program built with only pkg-config sa_edge creates, closes and reopens a store"
 
@@ -216,7 +223,7 @@ grep -qx "prefix=$conf_prefix" "$dest$conf_prefix/$libdir/pkgconfig/sa_edge.pc" 
 if grep -q "$dest" "$dest$conf_prefix/$libdir/pkgconfig/sa_edge.pc"; then
     fail "sa_edge.pc names the DESTDIR"
 fi
-if find "$dest" -name 'softadastra*' | grep -q .; then
+if [[ -n $(find "$dest" -name 'softadastra*') ]]; then
     fail "a plain install installed extension files"
 fi
 ok "DESTDIR install: files under DESTDIR, sa_edge.pc names $conf_prefix, no extension"
@@ -233,7 +240,7 @@ if grep -q '^SA_BUILD_PGEXT:BOOL=ON' "$bin/CMakeCache.txt"; then
     done
     dv=$(sed -n "s/^default_version *= *'\(.*\)'/\1/p" "$share/softadastra.control")
     [[ -s $share/softadastra--$dv.sql ]] || fail "no install script for default_version '$dv'"
-    if find "$pgdest" -name 'sa-*' -o -name 'libsa_edge*' | grep -q .; then
+    if [[ -n $(find "$pgdest" -name 'sa-*' -o -name 'libsa_edge*') ]]; then
         fail "the pgext component installed more than the extension"
     fi
     ok "cmake --install --component pgext installs the extension under DESTDIR"
