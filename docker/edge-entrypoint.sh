@@ -1,23 +1,26 @@
 #!/bin/sh
 # docker/edge-entrypoint.sh — entry point of the edge image: on first start
-# create the store in $SA_EDGE_DATA (default /var/lib/sa-edge) for the peer
-# $SA_EDGE_PEER, then run `sa-edge ARGS...` (default: sync --follow).  The
-# bridge URL and token come from the environment at every start
-# (SA_BRIDGE_URL, SA_EDGE_TOKEN), and sa-edge stores them, so a rotated token
+# create the store for the peer, then run `sa-edge ARGS...` (default: sync
+# --follow).  sa-edge reads its settings from the environment, so the token
+# never appears on a command line:
+#   SA_EDGE_DATA    the store's directory (default here: /var/lib/sa-edge)
+#   SA_EDGE_BRIDGE  the bridge, e.g. http://bridge:8433
+#   SA_EDGE_TOKEN   the peer's token
+#   SA_EDGE_PEER    the peer's name (used by init)
+# sa-edge stores the bridge and token given at each start, so a rotated token
 # only needs a restart with the new one.
 set -eu
-data=${SA_EDGE_DATA:-/var/lib/sa-edge}
+export SA_EDGE_DATA="${SA_EDGE_DATA:-/var/lib/sa-edge}"
 : "${SA_EDGE_PEER:?SA_EDGE_PEER must name the peer (softadastra.create_peer)}"
 : "${SA_EDGE_TOKEN:?SA_EDGE_TOKEN must hold the peer's token}"
-: "${SA_BRIDGE_URL:?SA_BRIDGE_URL must be the bridge, e.g. http://bridge:8433}"
+: "${SA_EDGE_BRIDGE:?SA_EDGE_BRIDGE must be the bridge, e.g. http://bridge:8433}"
 sa_edge=${SA_EDGE_BIN:-sa-edge}
 
 # No store yet (status fails): make one.  Any other reason status failed
 # makes init fail too, with sa-edge's message, and the container stop.
-if ! "$sa_edge" --data "$data" status >/dev/null 2>&1; then
-    echo "sa-edge-entrypoint: creating the store of peer $SA_EDGE_PEER in $data"
-    "$sa_edge" --data "$data" --bridge "$SA_BRIDGE_URL" --token "$SA_EDGE_TOKEN" \
-        init --peer "$SA_EDGE_PEER"
+if ! "$sa_edge" status >/dev/null 2>&1; then
+    echo "sa-edge-entrypoint: creating the store of peer $SA_EDGE_PEER in $SA_EDGE_DATA"
+    "$sa_edge" init
 fi
 [ $# -gt 0 ] || set -- sync --follow
-exec "$sa_edge" --data "$data" --bridge "$SA_BRIDGE_URL" --token "$SA_EDGE_TOKEN" "$@"
+exec "$sa_edge" "$@"

@@ -137,7 +137,7 @@ for s, tok in tokens.items():
     check(cmd(s) == ["sync", "--follow"], f"{s} does not run 'sync --follow': {cmd(s)}")
     check(e.get("SA_EDGE_PEER") == s, f"{s}'s SA_EDGE_PEER is not {s}")
     check(e.get("SA_EDGE_TOKEN") == tok, f"{s}'s token does not come from the environment")
-    check(e.get("SA_BRIDGE_URL", "").startswith("http://bridge:"), f"{s} does not talk to the bridge service")
+    check(e.get("SA_EDGE_BRIDGE", "").startswith("http://bridge:"), f"{s} does not talk to the bridge service")
     dep = (services[s].get("depends_on") or {}).get("bridge") or {}
     check(dep.get("condition") == "service_healthy", f"{s} does not wait for a healthy bridge")
 check(pe.get("SA_EDGE_A_TOKEN") == "test-token-a" and pe.get("SA_EDGE_B_TOKEN") == "test-token-b",
@@ -186,6 +186,11 @@ for f in docker/edge-entrypoint.sh docker/initdb/10-softadastra-demo.sh; do
     [[ -x $src/$f ]] || fail "$f is not executable"
     sh -n "$src/$f" || fail "$f: syntax error"
 done
+# The token reaches sa-edge through its environment, never its command line
+# (which `ps` shows).
+if grep -q -- '--token' "$src/docker/edge-entrypoint.sh"; then
+    fail "docker/edge-entrypoint.sh puts the token on sa-edge's command line"
+fi
 ign=$src/.dockerignore
 [[ -f $ign ]] || fail "no .dockerignore"
 for p in 'build*/' .git .env .run/; do
@@ -271,7 +276,7 @@ for e in edge-a edge-b; do
     [[ $e == edge-b ]] && tok=$SA_EDGE_B_TOKEN
     run_edge() {
         PATH=$bin/edge:$PATH SA_EDGE_DATA=$tmp/$e SA_EDGE_PEER=$e SA_EDGE_TOKEN=$tok \
-            SA_BRIDGE_URL=http://127.0.0.1:$port "$src/docker/edge-entrypoint.sh" "$@"
+            SA_EDGE_BRIDGE=http://127.0.0.1:$port "$src/docker/edge-entrypoint.sh" "$@"
     }
     run_edge sync >"$tmp/$e.log" 2>&1 || fail "$e: entrypoint + sync failed: $(cat "$tmp/$e.log")"
     grep -q "creating the store of peer $e" "$tmp/$e.log" || fail "$e: the entrypoint did not create the store"
