@@ -1150,6 +1150,76 @@ static int results_cb(const char *key, const void *val, size_t len, void *vctx)
     return json_array_size(cx->arr) >= cx->max;
 }
 
+/* GET /v1/ops/results?epoch=E&conflicts=ID,ID,...: the current resolution
+ * of these conflicts of the peer's ops (a DBA may have resolved them since
+ * their outcome was recorded), from PostgreSQL. */
+#define API_CONFLICT_IDS_MAX 100
+static void conflicts_now(api *a, http_req *r, api_peer *peer, uint64_t epoch, const char *ids)
+{
+    size_t n = 0, len = strlen(ids);
+    int ok = len > 0 && len < 24 * API_CONFLICT_IDS_MAX && ids[0] != ',' && ids[len - 1] != ',';
+    for (size_t i = 0; ok && i < len; i++) {
+        if (ids[i] == ',')
+            ok = ids[i + 1] != ',';
+        else
+            ok = ids[i] >= '0' && ids[i] <= '9';
+        n += ids[i] == ',';
+    }
+    if (!ok || n + 1 > API_CONFLICT_IDS_MAX) {
+        api_error(a, r, 400, "bad_request",
+                  "conflicts must be 1 to %d conflict ids separated by commas",
+                  API_CONFLICT_IDS_MAX);
+        peer_clear(peer);
+        return;
+    }
+    char e[24], *arr = sa_malloc(len + 3);
+    if (arr == NULL) {
+        api_error(a, r, 503, "unavailable", "out of memory");
+        peer_clear(peer);
+        return;
+    }
+    snprintf(e, sizeof e, "%" PRIu64, epoch);
+    snprintf(arr, len + 3, "{%s}", ids);
+    const char *params[3] = {peer->name, e, arr};
+    json_t *list = json_array();
+    int failed = 0;
+    pthread_mutex_lock(&a->mu);
+    if (a->pg == NULL || PQstatus(a->pg) != CONNECTION_OK) {
+        if (a->pg != NULL)
+            PQfinish(a->pg);
+        a->pg = PQconnectdb(a->opt.pg);
+    }
+    PGresult *res = PQstatus(a->pg) == CONNECTION_OK
+                        ? PQexecParams(a->pg,
+                                       "SELECT id, resolution FROM softadastra.conflicts "
+                                       "WHERE origin = $1 AND epoch = $2::bigint "
+                                       "AND id = ANY ($3::bigint[]) ORDER BY id",
+                                       3, NULL, params, NULL, NULL, 0)
+                        : NULL;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        failed = 1;
+    for (int i = 0; !failed && i < PQntuples(res); i++) {
+        json_t *o = json_object();
+        json_object_set_new(o, "conflict_id", json_integer(atoll(PQgetvalue(res, i, 0))));
+        json_object_set_new(o, "resolution", json_string(PQgetvalue(res, i, 1)));
+        json_array_append_new(list, o);
+    }
+    PQclear(res);
+    pthread_mutex_unlock(&a->mu);
+    sa_free(arr);
+    if (failed) {
+        json_decref(list);
+        api_error(a, r, 503, "unavailable", "cannot read the conflicts from PostgreSQL");
+        peer_clear(peer);
+        return;
+    }
+    json_t *j = json_object();
+    json_object_set_new(j, "peer", json_string(peer->name));
+    json_object_set_new(j, "conflicts", list);
+    api_json(a, r, 200, j, NULL);
+    peer_clear(peer);
+}
+
 static void route_results(api *a, http_req *r, api_peer *peer)
 {
     uint64_t epoch, after, limit;
@@ -1157,6 +1227,11 @@ static void route_results(api *a, http_req *r, api_peer *peer)
         param_u64(a, r, "after", 0, INT64_MAX, 0, &after) != 0 ||
         param_u64(a, r, "limit", 1000, 10000, 0, &limit) != 0) {
         peer_clear(peer);
+        return;
+    }
+    const char *ids = http_req_query(r, "conflicts");
+    if (ids != NULL) {
+        conflicts_now(a, r, peer, epoch, ids);
         return;
     }
     char origin[96], prefix[160], from[32];

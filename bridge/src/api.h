@@ -62,6 +62,11 @@
  *        "status": applied|conflict|rejected, "conflict_id", "resolution",
  *        "message"}, ...], "applied": highest seq applied, "accepted":
  *        highest seq queued}.
+ *   GET  /v1/ops/results?epoch=E&conflicts=ID,ID,...   (at most 100 ids)
+ *        the current resolution of those conflicts of the peer's ops, from
+ *        softadastra.conflicts (a DBA may have resolved them since):
+ *        {"conflicts": [{"conflict_id", "resolution"}, ...]}; ids that are
+ *        not the peer's are left out.
  *
  * Threads: handlers run on the HTTP server's threads and share the store
  * with ingest (libsa_storage is thread-safe); auth lookups share one

@@ -45,6 +45,9 @@ struct sa_edge {
     CURL *curl;        /* under sync_mu */
     uint32_t http_timeout_s;
     uint32_t batch_ops;
+    /* open conflicts of our ops, looked up again for a DBA's resolution
+     * (under sync_mu): when last, and the seq the next look starts after */
+    uint64_t refresh_ms, refresh_after;
 };
 
 /* --- edge.c helpers used by edge_sync.c ---------------------------------- */

@@ -337,6 +337,109 @@ static int results_fetch(sa_edge *e, sa_err *err)
     return rc;
 }
 
+/* Open conflicts of our ops: a DBA may resolve them in SQL at any time.
+ * Every EDGE_REFRESH_MS, up to EDGE_REFRESH_IDS of them are asked about
+ * (GET /v1/ops/results?conflicts=...) and their recorded outcome updated,
+ * so `sa-edge conflicts` shows the resolution.  The resolved values
+ * themselves arrive through the change stream like any change.  Looks at
+ * most EDGE_REFRESH_SCAN records a round, round-robin over the outcomes. */
+#define EDGE_REFRESH_MS 2000
+#define EDGE_REFRESH_IDS 100
+#define EDGE_REFRESH_SCAN 5000
+
+typedef struct refresh_ctx {
+    uint64_t seqs[EDGE_REFRESH_IDS];
+    long long ids[EDGE_REFRESH_IDS];
+    size_t n, scanned;
+    uint64_t last;
+} refresh_ctx;
+
+static int refresh_cb(const char *key, const void *val, size_t len, void *vctx)
+{
+    refresh_ctx *c = vctx;
+    c->scanned++;
+    c->last = strtoull(key + strlen("outcome."), NULL, 10);
+    json_t *j = json_loadb(val, len, 0, NULL);
+    const char *res = json_string_value(json_object_get(j, "resolution"));
+    json_int_t id = json_integer_value(json_object_get(j, "conflict_id"));
+    if (res != NULL && strcmp(res, "open") == 0 && id > 0) {
+        c->seqs[c->n] = c->last;
+        c->ids[c->n++] = (long long)id;
+    }
+    json_decref(j);
+    return c->n >= EDGE_REFRESH_IDS || c->scanned >= EDGE_REFRESH_SCAN;
+}
+
+static int outcomes_refresh(sa_edge *e, sa_err *err)
+{
+    uint64_t now = edge__now_ms();
+    if (now - e->refresh_ms < EDGE_REFRESH_MS)
+        return 0;
+    e->refresh_ms = now;
+    refresh_ctx c = {{0}, {0}, 0, 0, 0};
+    char from[32];
+    snprintf(from, sizeof from, "%020" PRIu64, e->refresh_after);
+    int rc = sa_store_meta_scan(e->local, "outcome.", e->refresh_after > 0 ? from : NULL,
+                                refresh_cb, &c, err);
+    if (rc != 0)
+        return rc;
+    /* where the next round starts: after this one, or from the top again */
+    e->refresh_after = c.n >= EDGE_REFRESH_IDS || c.scanned >= EDGE_REFRESH_SCAN ? c.last : 0;
+    if (c.n == 0)
+        return 0;
+    char path[64 + 21 * EDGE_REFRESH_IDS];
+    int off = snprintf(path, sizeof path, "/v1/ops/results?epoch=%" PRIu64 "&conflicts=", e->epoch);
+    for (size_t i = 0; i < c.n; i++)
+        off += snprintf(path + off, sizeof path - (size_t)off, "%s%lld", i ? "," : "", c.ids[i]);
+    http_res r = {0};
+    json_t *j = NULL;
+    sa_batch *b = NULL;
+    rc = http_do(e, path, NULL, 0, (long)e->http_timeout_s, &r, err);
+    if (rc == 0 && r.status != 200)
+        rc = http_fail("GET /v1/ops/results (conflicts)", &r, err);
+    if (rc == 0 && !json_is_array(json_object_get(j = res_json(&r), "conflicts")))
+        rc = sa_err_set(err, SA_EPROTO, "GET /v1/ops/results (conflicts): malformed answer");
+    if (rc == 0)
+        rc = sa_batch_new(&b, err);
+    size_t i, changed = 0;
+    json_t *o;
+    json_array_foreach(json_object_get(j, "conflicts"), i, o)
+    {
+        const char *res = json_string_value(json_object_get(o, "resolution"));
+        long long id = (long long)json_integer_value(json_object_get(o, "conflict_id"));
+        if (rc != 0 || res == NULL || strcmp(res, "open") == 0)
+            continue;
+        for (size_t k = 0; k < c.n; k++) {
+            if (c.ids[k] != id)
+                continue;
+            char key[64];
+            void *val = NULL;
+            size_t len = 0;
+            snprintf(key, sizeof key, "outcome.%020" PRIu64, c.seqs[k]);
+            if ((rc = sa_store_meta_get(e->local, key, &val, &len, err)) != 0)
+                break;
+            json_t *rec = json_loadb(val, len, 0, NULL);
+            sa_free(val);
+            if (rec == NULL)
+                break;
+            json_object_set_new(rec, "resolution", json_string(res));
+            char *txt = json_dumps(rec, JSON_COMPACT);
+            json_decref(rec);
+            rc = txt ? sa_batch_meta_put(b, key, txt, strlen(txt), err)
+                     : sa_err_set(err, SA_ENOMEM, "out of memory");
+            free(txt);
+            changed++;
+            break;
+        }
+    }
+    if (rc == 0 && changed > 0)
+        rc = sa_store_commit(e->local, b, NULL, err);
+    sa_batch_free(b);
+    json_decref(j);
+    http_res_free(&r);
+    return rc;
+}
+
 /* ---------------------------------------------------------------------
  * Bootstrap
  * ------------------------------------------------------------------- */
@@ -797,6 +900,11 @@ static int sync_round(sa_edge *e, int wait_s, push_fail *pf, sa_err *err)
         rc = push(e, pf, err);
     if (rc == 0)
         rc = results_fetch(e, err);
+    if (rc == 0 && outcomes_refresh(e, err) != 0) {
+        /* only a nicety: an older bridge may not know the query; the
+         * outcome stays "open" until a later round */
+        sa_err_clear(err);
+    }
     if (rc == 0)
         rc = pull(e, wait_s, &resnap, err);
     if (rc == 0 && resnap) {

@@ -843,9 +843,48 @@ static void test_e2e_conflicts_resolved_in_sql(void **state)
     /* no edge wrote anything more: a resolution is PostgreSQL's change */
     assert_int_equal(status(c).last_seq, 0);
     assert_int_equal(status(a).last_seq, s7);
+    /* each edge's own outcomes follow the DBA's decision (looked up again
+     * every couple of seconds while they are open) */
+    json_t *oa2 = NULL, *ob2 = NULL;
+    for (int64_t end = it_now_ms() + 30000;; it_sleep_ms(250)) {
+        edge_sync(a);
+        edge_sync(b);
+        json_decref(oa2);
+        json_decref(ob2);
+        oa2 = outcomes(a);
+        ob2 = outcomes(b);
+        const char *r7 = json_string_value(json_object_get(outcome_of(oa2, s7), "resolution"));
+        const char *r1 = json_string_value(json_object_get(outcome_of(oa2, s1), "resolution"));
+        const char *r5 = json_string_value(json_object_get(outcome_of(ob2, b5), "resolution"));
+        if ((r7 != NULL && strcmp(r7, "open") != 0 && r1 != NULL && strcmp(r1, "open") != 0 &&
+             r5 != NULL && strcmp(r5, "open") != 0) ||
+            it_now_ms() > end)
+            break;
+    }
+    expect_outcome(outcome_of(oa2, s1), "rs_a", s1, "public.res", 1, "conflict", c1,
+                   "applied_remote", NULL);
+    expect_outcome(outcome_of(oa2, s2), "rs_a", s2, "public.res", 2, "conflict", c2, "kept_local",
+                   NULL);
+    expect_outcome(outcome_of(oa2, s3), "rs_a", s3, "public.res", 3, "conflict", c3, "merged",
+                   NULL);
+    expect_outcome(outcome_of(oa2, s4), "rs_a", s4, "public.res", 4, "conflict", c4,
+                   "applied_remote", NULL);
+    expect_outcome(outcome_of(oa2, s6), "rs_a", s6, "public.res", 6, "conflict", c6,
+                   "applied_remote", NULL);
+    expect_outcome(outcome_of(oa2, s7), "rs_a", s7, "public.res", 100, "conflict", c7, "merged",
+                   NULL);
+    expect_outcome(outcome_of(ob2, b5), "rs_b", b5, "public.res", 5, "conflict", c5, "merged",
+                   NULL);
+    json_decref(oa2);
+    json_decref(ob2);
     sa_edge_close(a);
     sa_edge_close(b);
     sa_edge_close(c);
+    /* and the command line reports the same */
+    json_t *ca = cli_conflicts("rs_a");
+    expect_outcome(outcome_of(ca, s2), "sa-edge conflicts (rs_a)", s2, "public.res", 2,
+                   "conflict", c2, "kept_local", NULL);
+    json_decref(ca);
     g_done++;
 }
 
