@@ -96,7 +96,15 @@
  *   (b) its outcome says the server's state did not change for it (status
  *       rejected, or conflict resolved kept_local or left open) and the
  *       cursor has reached the head recorded with that outcome (so the
- *       replica holds the server's version of the row at least as of then).
+ *       replica holds the server's version of the row at least as of then); or
+ *   (c) the bridge reported it applied (push.applied >= s, whatever its status)
+ *       and it changes nothing in the server's row as the replica has it now
+ *       (every column it writes already has its value there; for a delete,
+ *       the row is absent): showing it over that row changes no read.  This
+ *       retires the ops apply_ops applied without writing anything (their
+ *       values were PostgreSQL's already, or the row they delete was gone),
+ *       which no change in the stream confirms by (a), and which would
+ *       otherwise stay shown forever, holding back every later op.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -1260,9 +1268,38 @@ static int outcome_retires(sa_edge *e, uint64_t s, uint64_t cursor, sa_err *err)
     return unchanged && cursor >= head;
 }
 
+/* 1 when op changes nothing in the server's row of its key: rule (c).  An
+ * insert counts as an update here (apply_ops treats an insert over an
+ * existing row with the same values as applied, writing nothing).  Caller
+ * holds mu, not srv_lock. */
+static int noop_on_server(sa_edge *e, const sa_op *op, sa_err *err)
+{
+    sa_row *srv = NULL;
+    pthread_rwlock_rdlock(&e->srv_lock);
+    int rc = server_row(e, op->table, op->key, op->nkey, &srv, err);
+    pthread_rwlock_unlock(&e->srv_lock);
+    int same = 0;
+    if (rc == 0 && op->kind == SA_OP_DELETE) {
+        same = srv == NULL;
+    } else if (rc == 0 && srv != NULL) {
+        vrow v = {fields_json(op->table, srv->cols, srv->ncols, "key"), 0};
+        json_t *before = json_deep_copy(v.cols);
+        sa_op upd = *op;
+        upd.kind = SA_OP_UPDATE;
+        if (v.cols != NULL && before != NULL) {
+            vrow_apply(&v, &upd);
+            same = json_equal(before, v.cols);
+        }
+        json_decref(before);
+        json_decref(v.cols);
+    }
+    sa_row_free(srv);
+    return same;
+}
+
 int edge__retire(sa_edge *e, sa_err *err)
 {
-    uint64_t confirmed = 0, cursor = 0, accepted = 0, results_after = 0;
+    uint64_t confirmed = 0, cursor = 0, accepted = 0, results_after = 0, applied = 0;
     int rc = 0;
     pthread_mutex_lock(&e->mu);
     pthread_rwlock_rdlock(&e->srv_lock);
@@ -1276,6 +1313,8 @@ int edge__retire(sa_edge *e, sa_err *err)
         rc = edge__meta_u64(e->local, "push.accepted", 0, &accepted, err);
     if (rc == 0)
         rc = edge__meta_u64(e->local, "results.after", 0, &results_after, err);
+    if (rc == 0)
+        rc = edge__meta_u64(e->local, "push.applied", 0, &applied, err);
     for (int more = 1; rc == 0 && more;) {
         sa_inbox_iter *it = NULL;
         sa_batch *b = NULL;
@@ -1289,7 +1328,8 @@ int edge__retire(sa_edge *e, sa_err *err)
             rc = sa_inbox_iter_open(e->local, EDGE_OUTBOX, 0, &it, err);
         while (rc == 0 && (rc = sa_inbox_iter_next(it, &op, err)) == 1) {
             rc = 0;
-            if (op->seq > confirmed && !outcome_retires(e, op->seq, cursor, err))
+            if (op->seq > confirmed && !outcome_retires(e, op->seq, cursor, err) &&
+                !(op->seq <= applied && noop_on_server(e, op, err)))
                 break;
             if ((rc = edge__rowq(op->table, op->key, op->nkey, q, err)) == 0)
                 rc = sa_batch_inbox_remove(b, q, op->seq, err);
