@@ -69,14 +69,21 @@
  *            syncing: ALTER SUBSCRIPTION bench_sub DISABLE, wait until its
  *            apply worker and walsender are gone, commit the same rows into
  *            the publisher's lr_s exactly as (a) does, then read t0 and
- *            ALTER SUBSCRIPTION ... ENABLE.  Done when the subscriber's row
- *            of the last batch is new (polled every 5 ms; apply keeps the
- *            publisher's commit order); the time is the latest commit
- *            timestamp among the subscriber's lr_s rows, exact like ours.
- *            Rows/s = N / (that - t0).  Also, for the notes only, "live":
- *            the same batches committed with the subscription enabled (for
- *            inserts, N more ids), from the first BEGIN to the subscriber's
- *            last commit; bounded by how fast the publisher commits.
+ *            ALTER SUBSCRIPTION ... ENABLE (the subscriber runs with
+ *            wal_retrieve_retry_interval = 10ms, or the launcher would
+ *            wait up to 5 s before it starts the worker again).  Done when
+ *            the subscriber's row of the last batch has a new xmin: a
+ *            thread with its own connection reads it every 2 ms (apply
+ *            keeps the publisher's commit order, so every earlier row is
+ *            there too; both tables are compared whole afterwards).
+ *            Polled, not exact: on a subscriber, commit timestamps are the
+ *            publisher's (the apply worker commits with its replication
+ *            origin's timestamp), so they cannot say when a row arrived.
+ *            Rows/s = N / (seen - t0), resolution 2 ms plus one query.
+ *            Also, for the notes only, "live": the same batches committed
+ *            with the subscription enabled (for inserts, N more ids), from
+ *            the first BEGIN to the last row seen on the subscriber; it
+ *            cannot be shorter than the publisher's commits.
  *   latency  after the throughput shapes: one more edge (its own peer and
  *            table rt_lat, empty) follows (sa_edge_follow in a thread);
  *            the main thread writes one new row every 1/--rate s (absolute
@@ -88,12 +95,15 @@
  *              confirmed   the first status read showing confirmed >= its
  *                          seq, by a thread reading status every 1 ms:
  *                          resolution about 1 ms plus one status read.
- *            p50/p99 of applied - write and confirmed - write.  In the
- *            same loop, right after each edge write, one single-row INSERT
+ *            p50/p99 of applied - write and confirmed - write (and, to
+ *            show where the time goes, of accepted - write: the op durable
+ *            in the bridge's inbox, read by the same thread).  In the same
+ *            loop, right after each edge write, one single-row INSERT
  *            (autocommit) into the publisher's lr_lat, replicated by the
- *            same subscription; its latency is the subscriber's commit
- *            timestamp of the row - the publisher's (both exact, same
- *            machine clock).
+ *            same subscription; its latency is the subscriber's column
+ *            "arrived" (DEFAULT clock_timestamp(), set as the apply worker
+ *            inserts the row, just before its commit) - the publisher's
+ *            commit timestamp of the row (same machine clock, µs).
  *   report   one markdown table row per shape: ops/s applied (and
  *            confirmed), batched SQL ops/s, ratio = ours applied / SQL, LR
  *            catch-up rows/s, ratio = ours applied / LR; the target is a
@@ -151,7 +161,7 @@
 #define SA_BRIDGE_BIN "build/bridge/sa-bridge"
 #endif
 
-#define BENCH_SKIP 77  /* ctest's SKIP_RETURN_CODE */
+#define BENCH_SKIP 77    /* ctest's SKIP_RETURN_CODE */
 #define BENCH_TARGET 1.0 /* ours / logical replication, applied ops/s */
 #define BENCH_MAX_EDGES 64
 #define BENCH_START_TIMEOUT_S 120.0 /* the bridge's start and initial copy */
@@ -163,17 +173,17 @@ static const char *const shape_name[NSHAPE] = {"inserts, no conflicts", "updates
 
 /* Every option, with its default set in opts_init. */
 typedef struct bench_opts {
-    long ops;              /* ops per shape; a multiple of 100 */
-    int batch;             /* edge push batch; the references' rows per transaction */
-    int edges;             /* edges per shape */
-    double rate;           /* latency writes per second */
-    double seconds;        /* latency phase length */
-    double timeout;        /* longest wait for one shape's ops to come back */
-    const char *dir;       /* parent of our scratch directory */
-    const char *bridge;    /* sa-bridge binary */
-    int quick;             /* smoke run */
-    int check;             /* exit 1 below the target */
-    int verbose;           /* progress on stderr */
+    long ops;           /* ops per shape; a multiple of 100 */
+    int batch;          /* edge push batch; the references' rows per transaction */
+    int edges;          /* edges per shape */
+    double rate;        /* latency writes per second */
+    double seconds;     /* latency phase length */
+    double timeout;     /* longest wait for one shape's ops to come back */
+    const char *dir;    /* parent of our scratch directory */
+    const char *bridge; /* sa-bridge binary */
+    int quick;          /* smoke run */
+    int check;          /* exit 1 below the target */
+    int verbose;        /* progress on stderr */
 } bench_opts;
 
 static void opts_init(bench_opts *o)
@@ -440,9 +450,9 @@ static void start_bridge(const bench_opts *o)
 {
     char data[4200];
     snprintf(data, sizeof data, "%s/bridge", g.scratch);
-    const char *argv[] = {o->bridge, "run",           "--pg",        sa_pgh_conninfo(g.pub),
-                          "--data",  data,            "--listen",    "127.0.0.1:0",
-                          "--no-progress", "--log-level", "info", NULL};
+    const char *argv[] = {o->bridge,       "run",         "--pg",     sa_pgh_conninfo(g.pub),
+                          "--data",        data,          "--listen", "127.0.0.1:0",
+                          "--no-progress", "--log-level", "info",     NULL};
     g.bridge = spawn(argv, g.bridge_log);
     double t0 = bench_now_s();
     char rest[512];
@@ -854,8 +864,9 @@ static void run_ours(const bench_opts *o, int s, rt_result *res)
     snprintf(table, sizeof table, "rt_%d", s);
     memset(res, 0, sizeof *res);
     if (s == SH_CONF) /* after the edges' base: their updates of these rows conflict */
-        SQL_DO(g.pub, "UPDATE public.rt_%d SET name = name || ' (changed in SQL)' "
-                      "WHERE id %% 10 = 0",
+        SQL_DO(g.pub,
+               "UPDATE public.rt_%d SET name = name || ' (changed in SQL)' "
+               "WHERE id %% 10 = 0",
                s);
 
     /* offline writes, one thread per edge */
@@ -880,8 +891,8 @@ static void run_ours(const bench_opts *o, int s, rt_result *res)
             die("status: %s", err.msg);
         last[k] = st.last_seq;
         if (st.accepted != 0 || st.confirmed != 0)
-            die("shape %d, edge %d: ops left the edge before the sync (accepted %" PRIu64 ")", s,
-                k, st.accepted);
+            die("shape %d, edge %d: ops left the edge before the sync (accepted %" PRIu64 ")", s, k,
+                st.accepted);
     }
     say("shape %d: %ld local writes in %.3f s", s, o->ops, res->write_s);
 
@@ -943,8 +954,8 @@ static void run_ours(const bench_opts *o, int s, rt_result *res)
              s);
     if (sql_ll(g.pub, q) != o->ops)
         die("shape %d: peer_progress does not say every op applied", s);
-    snprintf(q, sizeof q, "SELECT count(*) FROM softadastra.conflicts WHERE table_name = 'public.%s'",
-             table);
+    snprintf(q, sizeof q,
+             "SELECT count(*) FROM softadastra.conflicts WHERE table_name = 'public.%s'", table);
     res->conflicts = sql_ll(g.pub, q);
     long long want = s == SH_CONF ? o->ops / 10 : 0;
     if (res->conflicts != want)
@@ -1024,8 +1035,8 @@ typedef struct lat_result {
  * on h into out[id - 1] (ids 1..n). */
 static void row_times(sa_pgh *h, const char *table, const char *ts, long n, int64_t *out)
 {
-    char *t = sql(h, "SELECT id, (extract(epoch FROM %s) * 1000000)::bigint FROM public.%s", ts,
-                  table);
+    char *t =
+        sql(h, "SELECT id, (extract(epoch FROM %s) * 1000000)::bigint FROM public.%s", ts, table);
     long got = 0;
     char *save = NULL;
     for (char *line = strtok_r(t, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
@@ -1195,8 +1206,9 @@ static int setup(const bench_opts *o)
     /* the seeds as row_seed spells them, so every side starts alike */
     rowvals r;
     row_seed(o->ops, &r);
-    char *name = sql(g.pub, "SELECT name || '|' || price || '|' || note FROM public.rt_1 "
-                            "WHERE id = %ld",
+    char *name = sql(g.pub,
+                     "SELECT name || '|' || price || '|' || note FROM public.rt_1 "
+                     "WHERE id = %ld",
                      o->ops);
     char want[256];
     snprintf(want, sizeof want, "%s|%s|%s", r.name, r.price, r.note);
@@ -1313,9 +1325,9 @@ static double num_arg(const char *opt, const char *v, double lo, double hi)
 static void parse_args(int argc, char **argv, bench_opts *o)
 {
     /* options taking a value first */
-    static const char *const names[] = {"--ops",     "--batch",  "--edges",  "--rate",
-                                        "--seconds", "--timeout", "--dir",   "--bridge",
-                                        "--quick",   "--check",  "--verbose"};
+    static const char *const names[] = {"--ops",     "--batch",   "--edges",  "--rate",
+                                        "--seconds", "--timeout", "--dir",    "--bridge",
+                                        "--quick",   "--check",   "--verbose"};
     enum { NOPTS = sizeof names / sizeof names[0], NVALUED = 8 };
     int seen[NOPTS] = {0};
     opts_init(o);
