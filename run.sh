@@ -1,38 +1,86 @@
 #!/usr/bin/env bash
-# run.sh — set up and run the main job: the sa-bridge daemon.
+# run.sh — the quick start: install what is missing, build, then either run
+# the demo against a throwaway PostgreSQL or attach the bridge to a database.
 #
-#   ./run.sh [sa-bridge run options...]
+#   ./run.sh                           the demo; runs until Ctrl-C
+#   ./run.sh --check                   the demo, non-interactive: exit 0 only
+#                                      if every flow was seen (./test.sh)
+#   ./run.sh --pg CONNINFO [options]   sa-bridge run against that database,
+#                                      in the foreground
+#   ./run.sh --help
 #
-# Installs what is missing, builds, then runs `sa-bridge run` with the
-# arguments given (see `sa-bridge run --help`).  Without arguments it starts
-# a local throwaway PostgreSQL with a demo table, public.items, and runs the
-# bridge against it with a throwaway data directory; Ctrl-C stops both and
-# removes them.
+# Environment: SA_BUILD_DIR (build directory, default ./build),
+# SA_RUN_DIR (the demo's state and logs, default ./.run),
+# SA_DEMO_TIMEOUT (seconds each demo flow may take, default 60).
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 top=$(pwd)
+
+usage() {
+    cat <<'EOF'
+usage: ./run.sh                          demo: a throwaway PostgreSQL, sa-bridge and
+                                         two sa-edge replicas; Ctrl-C stops it all
+       ./run.sh --check                  the same demo, non-interactive: exits 0 only
+                                         if every flow was seen, else names the one
+                                         that failed
+       ./run.sh --pg CONNINFO [OPTIONS]  run sa-bridge against that database in the
+                                         foreground (OPTIONS: see sa-bridge run --help;
+                                         --data defaults to ./.run/bridge)
+       ./run.sh --help
+
+Each first installs the Debian packages that are missing (apt-get, as root or
+with sudo) and builds into ./build (SA_BUILD_DIR).  The demo keeps its data and
+logs under ./.run (SA_RUN_DIR), needs the softadastra extension installed in
+the local PostgreSQL 15 (it installs it, as root or with sudo, when it is
+missing or outdated), and starts PostgreSQL as the postgres user when run as
+root.  It shows three flows: a row written in SQL reaching both edges, an
+offline edge's write reaching PostgreSQL, and a conflict recorded in
+softadastra.conflicts.
+EOF
+}
+
+mode=demo
+case ${1:-} in
+"") ;;
+-h | --help) usage; exit 0 ;;
+--check) mode=check; shift
+    (($# == 0)) || { echo "run.sh: --check takes no arguments (see ./run.sh --help)" >&2; exit 64; } ;;
+--pg | --pg=*) mode=pg ;;
+*) echo "run.sh: unknown argument '$1' (see ./run.sh --help)" >&2; exit 64 ;;
+esac
+
 . "$top/scripts/deps.sh"
 sa_install_deps
 build=${SA_BUILD_DIR:-$top/build}
+echo "== build ($build)"
 cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j "$(nproc)" --target sa-bridge
-bridge="$build/bridge/sa-bridge"
-if [ $# -gt 0 ]; then
-  exec "$bridge" run "$@"
+targets=(sa-bridge sa-edge)
+[[ $mode == pg ]] || targets+=(pgext)
+cmake --build "$build" -j "$(nproc)" --target "${targets[@]}" >"$build/run-sh-build.log" 2>&1 ||
+    { tail -40 "$build/run-sh-build.log" >&2; echo "run.sh: the build failed (log: $build/run-sh-build.log)" >&2; exit 1; }
+
+if [[ $mode == pg ]]; then
+    # ./run.sh --pg CONNINFO [bridge options]: the bridge in the foreground.
+    if [[ $1 == --pg=* ]]; then conninfo=${1#--pg=}; shift
+    else
+        (($# >= 2)) || { echo "run.sh: --pg needs a connection string (see ./run.sh --help)" >&2; exit 64; }
+        conninfo=$2; shift 2
+    fi
+    rest=("$@") have_data=0
+    for a in "${rest[@]}"; do
+        case $a in --data | --data=* | --config | --config=*) have_data=1 ;; esac
+    done
+    if ((have_data == 0)); then
+        mkdir -p "${SA_RUN_DIR:-$top/.run}"
+        rest=(--data "${SA_RUN_DIR:-$top/.run}/bridge" "${rest[@]}")
+    fi
+    # Never echo a password: show the connection string with it masked.
+    shown=$(sed -E -e "s/(password[[:space:]]*=[[:space:]]*)('([^'\\\\]|\\\\.)*'|[^[:space:]]*)/\1***/g" \
+                   -e 's#^(postgres(ql)?://[^:/@]*):[^@/]*@#\1:***@#' <<<"$conninfo")
+    echo "== sa-bridge run --pg '$shown' ${rest[*]}"
+    exec "$build/bridge/sa-bridge" run --pg "$conninfo" "${rest[@]}"
 fi
 
-echo "== no arguments: a throwaway PostgreSQL with a demo table public.items (Ctrl-C stops all)"
-data=$(mktemp -d "${TMPDIR:-/tmp}/sa-run-XXXXXX")
-trap 'rm -rf "$data"' EXIT
-cat > "$data/demo.sh" <<'DEMO'
-set -e
-psql -q -c "CREATE TABLE public.items (id int PRIMARY KEY, name text, price numeric)"
-psql -q -c "INSERT INTO public.items SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 1000) g"
-echo "== PostgreSQL: $SA_PG_CONNINFO"
-echo "== try: psql '$SA_PG_CONNINFO' -c 'UPDATE public.items SET price = price + 1 WHERE id < 10'"
-echo "==      $1 wal --data $2 --json"
-exec "$1" run --data "$2" --tables public.items
-DEMO
-# pgh.sh starts the cluster (as the postgres user when root), exports PG*,
-# runs the command and removes the cluster afterwards, even if killed.
-bash "$top/tests/harness/pgh.sh" run -- bash "$data/demo.sh" "$bridge" "$data/bridge"
+args=()
+[[ $mode == check ]] && args+=(--check)
+exec bash "$top/scripts/demo.sh" "${args[@]}" "$build"
