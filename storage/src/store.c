@@ -983,12 +983,22 @@ static int wg_inbox_remove(wgroup *w, const sa_batch *b, const entry *e, sa_err 
         if (ov_get(&w->ov, SA_CF_INBOX, k, kl, &v, &vl) == OV_DEL)
             continue; /* removed earlier in this group */
         sa__kv_iter_value(it, &vl);
-        if ((rc = wg_del(w, SA_CF_INBOX, k, kl, err)) != 0)
+        /* the group's later batches must see it gone (the overlay); RocksDB
+         * gets one range tombstone below, not a tombstone per entry */
+        if (w->use_overlay && ov_set(&w->ov, SA_CF_INBOX, k, kl, NULL, 0, 1) != 0) {
+            rc = sa_err_set(err, SA_ENOMEM, "out of memory");
             goto done;
+        }
         w->inbox_count--;
         w->inbox_bytes -= kl + vl;
     }
     rc = sa__kv_iter_status(it, err);
+    /* One range tombstone over the whole removed range: later iterators
+     * (this removal next time, the applier's reads, sa_inbox_origins, an
+     * edge's outbox walk) skip it at once, where point tombstones made each
+     * of them step over every entry removed since the first. */
+    if (rc == 0)
+        sa__kv_batch_del_range(w->kb, SA_CF_INBOX, lo.data, lo.len, hi.data, hi.len);
 done:
     sa__kv_iter_free(it);
     sa_buf_free(&lo);
