@@ -86,7 +86,12 @@ die() { # flow message: a flow (or the setup) failed
 # follower while polling with sleep(1).
 mkfifo "$run/.nap"
 exec {napfd}<>"$run/.nap"
-nap() { read -r -t "$1" -u "$napfd" _ || true; }
+stop_requested=0
+nap() {
+    ((stop_requested == 0)) || exit "$stop_requested"
+    read -r -t "$1" -u "$napfd" _
+    ((stop_requested == 0)) || exit "$stop_requested"
+}
 now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
 
@@ -123,6 +128,7 @@ cleanup() {
     ((cleaned)) && return
     cleaned=1
     trap '' INT TERM HUP
+    stop_requested=0
     ((check)) || [[ -z ${announced:-} ]] || say "== stopping: edges, sa-bridge, PostgreSQL"
     local n
     for n in "${!follower_pid[@]}"; do stop_pid "${follower_pid[$n]}" 15; done
@@ -143,10 +149,13 @@ cleanup() {
     fi
     exit "$rc"
 }
+# A signal only sets stop_requested; nap (every wait polls) then exits.
+# Exiting from the trap itself would run the cleanup with SIGCHLD blocked
+# (bash's signal context), where stopping children takes until each timeout.
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+trap 'stop_requested=130' INT
+trap 'stop_requested=143' TERM
+trap 'stop_requested=129' HUP
 
 # The watcher (see the top of this file) cleans up if this script is killed.
 setsid bash "$top/scripts/demo.sh" _watch "$run" "$$" >/dev/null 2>&1 </dev/null {errfd}>&- {napfd}>&- &
@@ -206,7 +215,9 @@ if ! ext_current; then
   then ./run.sh again (install log: $(rel "$logs")/pgext-install.log)"
 fi
 
-pgexports=$(SA_TEST_TMPDIR=$run bash "$pgh" start 2>"$logs/pgh.log") ||
+# PostgreSQL in a session of its own: a Ctrl-C meant for this script must not
+# reach the postmaster (SIGINT is its fast shutdown) before the bridge stops.
+pgexports=$(SA_TEST_TMPDIR=$run setsid -w bash "$pgh" start 2>"$logs/pgh.log" {errfd}>&- {napfd}>&-) ||
     die setup "PostgreSQL did not start: $(tail -c 300 "$logs/pgh.log")"
 eval "$pgexports"
 pgdir=$SA_PGH_DIR
