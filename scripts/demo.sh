@@ -80,10 +80,8 @@ die() { # flow message: a flow (or the setup) failed
     printf '  logs: %s\n' "$(rel "$logs")" >&$errfd
     exit 1
 }
-# nap SECONDS: sleep without a child process (a read that times out on a
-# FIFO nobody writes): bash 5.2 mislays a foreground child it reaps while a
-# background one ends ("wait_for: No record of process"), as when stopping a
-# follower while polling with sleep(1).
+# nap SECONDS: sleep without forking (a read that times out on a FIFO nobody
+# writes), so polling loops start no child that could race a follower's end.
 mkfifo "$run/.nap"
 exec {napfd}<>"$run/.nap"
 stop_requested=0
