@@ -53,8 +53,10 @@
  *
  * THE LOOP
  *	  Before an op's write, a transactional logical message with prefix
- *	  "softadastra" and content {"peer": P, "epoch": E, "seq": S, "hlc": H}
- *	  tells the bridge's decoder where the changes that follow come from.
+ *	  "softadastra" and content {"peer": P, "epoch": E, "from": F, "to": T}
+ *	  tells the bridge's decoder where the changes that follow come from
+ *	  (ops F..T); at the end, {..., "final": true} names every op the call
+ *	  finished, those that wrote nothing too (see sa_emit_final).
  *
  * SAFETY
  *	  Table names ("schema.name", raw) are resolved through the catalog and
@@ -1821,6 +1823,25 @@ sa_emit_origin(SaCall *c, int64 from, int64 to)
 	SA_LOG_LOGICAL_MESSAGE("softadastra", b.data, b.len, true);
 }
 
+/*
+ * The loop's last word: the ops (from..to] this call finished, changed rows
+ * or not.  The bridge records it with the transaction, so an edge learns
+ * when its replica holds the result of ops that wrote nothing (and come
+ * back in no change); "final" says no change of theirs follows.
+ */
+static void
+sa_emit_final(SaCall *c, int64 from, int64 to)
+{
+	StringInfoData b;
+
+	initStringInfo(&b);
+	appendStringInfoString(&b, "{\"peer\": ");
+	escape_json(&b, c->peer);
+	appendStringInfo(&b, ", \"epoch\": " INT64_FORMAT ", \"from\": " INT64_FORMAT
+					 ", \"to\": " INT64_FORMAT ", \"final\": true}", c->epoch, from, to);
+	SA_LOG_LOGICAL_MESSAGE("softadastra", b.data, b.len, true);
+}
+
 /* Can these values of t go through arrays? */
 static bool
 sa_batchable(const SaTable *t, SaWriteKind kind, SaVal **vals, int n)
@@ -2656,6 +2677,7 @@ softadastra_apply_ops(PG_FUNCTION_ARGS)
 		args[2] = Int64GetDatum(c.watermark);
 		sa_exec("UPDATE softadastra.peer_progress SET applied_seq = $3, applied_at = now() "
 				"WHERE peer = $1 AND epoch = $2", 3, argtypes, args, NULL, false, SPI_OK_UPDATE);
+		sa_emit_final(&c, wm_start + 1, c.watermark);
 	}
 	SPI_finish();
 

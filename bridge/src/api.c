@@ -1248,10 +1248,34 @@ static void route_results(api *a, http_req *r, api_peer *peer)
         peer_clear(peer);
         return;
     }
+    /* the highest op seq a transaction in the WAL applied, then the WAL
+     * head read after it: once the edge's cursor reaches that head its
+     * replica holds the result of every op up to that seq (ingest writes
+     * the first with the transaction, so the order of the reads matters) */
+    char ckey[160];
+    void *cv = NULL;
+    size_t cl = 0;
+    uint64_t confirmed = 0;
+    snprintf(ckey, sizeof ckey, INGEST_META_CONFIRM "%s", origin);
+    if (sa_store_meta_get(a->store, ckey, &cv, &cl, &err) == 0 && cl > 0 && cl < 24) {
+        char tmp[24];
+        memcpy(tmp, cv, cl);
+        tmp[cl] = '\0';
+        confirmed = strtoull(tmp, NULL, 10);
+    }
+    sa_free(cv);
+    sa_wal_info wi;
+    uint64_t confirmed_at = 0;
+    if (confirmed > 0 && sa_wal_info_get(a->store, &wi, &err) == 0)
+        confirmed_at = wi.durable_seq < wi.last_seq ? wi.durable_seq : wi.last_seq;
     json_t *j = json_object();
     json_object_set_new(j, "peer", json_string(peer->name));
     json_object_set_new(j, "results", cx.arr);
     json_object_set_new(j, "applied", json_integer((json_int_t)applied));
+    if (confirmed_at > 0) {
+        json_object_set_new(j, "confirmed", json_integer((json_int_t)confirmed));
+        json_object_set_new(j, "confirmed_at", json_integer((json_int_t)confirmed_at));
+    }
     json_object_set_new(j, "accepted", json_integer((json_int_t)inbox_hi(a, origin)));
     api_json(a, r, 200, j, NULL);
     peer_clear(peer);

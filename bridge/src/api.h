@@ -61,7 +61,11 @@
  *        as the applier recorded them: {"instance", "results": [{"seq",
  *        "status": applied|conflict|rejected, "conflict_id", "resolution",
  *        "message"}, ...], "applied": highest seq applied, "accepted":
- *        highest seq queued}.
+ *        highest seq queued, "confirmed": C, "confirmed_at": H}: the ops up
+ *        to C were applied by transactions the WAL holds at or below seq
+ *        H, so a replica whose cursor reached H shows their result, even
+ *        of those that changed no row (both absent until a transaction of
+ *        this origin is in the WAL).
  *   GET  /v1/ops/results?epoch=E&conflicts=ID,ID,...   (at most 100 ids)
  *        the current resolution of those conflicts of the peer's ops, from
  *        softadastra.conflicts (a DBA may have resolved them since):

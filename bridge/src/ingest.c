@@ -77,6 +77,10 @@ typedef struct ingest {
      * last softadastra message (apply_ops) seen in it; "" = plain SQL */
     char src_peer[64];
     uint64_t src_epoch, src_seq;
+    /* the edge ops a committing transaction applied (its last softadastra
+     * message): recorded with it as INGEST_META_CONFIRM (ingest.h) */
+    char conf_peer[64];
+    uint64_t conf_epoch, conf_to;
     struct applier *applier; /* inbox -> apply_ops, when the extension is there */
     int64_t retention_ms;    /* repl_clock_ms() of the last WAL retention pass */
     ingest_log_fn log;
@@ -282,6 +286,22 @@ static int commit_next(void *ctx, const sa_op **out, sa_err *err)
     }
 }
 
+/* Into b, with the transaction: "confirm.<peer>@<epoch>" = the highest op
+ * seq it applied, when it was an apply_ops transaction (conf_*, then
+ * cleared).  GET /v1/ops/results reports it with a WAL head read after it,
+ * so an edge knows when its replica holds the result of every op up to
+ * there, even of ops that changed no row. */
+static int put_confirm(ingest *ig, sa_batch *b, sa_err *err)
+{
+    if (ig->conf_peer[0] == '\0')
+        return 0;
+    char key[128], val[24];
+    snprintf(key, sizeof key, INGEST_META_CONFIRM "%s@%" PRIu64, ig->conf_peer, ig->conf_epoch);
+    int n = snprintf(val, sizeof val, "%" PRIu64, ig->conf_to);
+    ig->conf_peer[0] = '\0';
+    return sa_batch_meta_put(b, key, val, (size_t)n, err);
+}
+
 static int commit_txn(ingest *ig, txbuf *t, uint32_t xid, uint64_t commit_lsn, uint64_t end_lsn,
                       int64_t commit_time, sa_err *err)
 {
@@ -295,7 +315,8 @@ static int commit_txn(ingest *ig, txbuf *t, uint32_t xid, uint64_t commit_lsn, u
         rc = sa_hlc_now(ig->hlc, &cc.hlc, err);
     if (rc != 0 || (rc = sa_batch_new(&b, err)) != 0 || (rc = txbuf_rewind(t, err)) != 0)
         goto done;
-    if ((rc = batch_positions(b, commit_lsn, end_lsn, err)) != 0)
+    if ((rc = batch_positions(b, commit_lsn, end_lsn, err)) != 0 ||
+        (rc = put_confirm(ig, b, err)) != 0)
         goto done;
     sa_commit_result res = {0};
     if (txbuf_spilled(t)) {
@@ -439,7 +460,10 @@ static void set_source(sa_op *op, const char *peer, uint64_t epoch, uint64_t seq
 
 /*
  * A transactional message with prefix "softadastra": apply_ops names the
- * edge ops whose changes follow ({"peer", "epoch", "from", "to"}).  Any
+ * edge ops whose changes follow ({"peer", "epoch", "from", "to"}), and at
+ * its end the ops it finished ({..., "final": true}: nothing of theirs
+ * follows, so later changes of the transaction are plain SQL again).  The
+ * highest "to" is what the transaction confirms (put_confirm).  Any
  * database user can emit such a message, so a malformed one is logged and
  * ignored rather than stopping ingest.
  */
@@ -459,13 +483,24 @@ static int source_message(ingest *ig, const pgo_msg *m)
         return 0;
     }
     uint64_t e = (uint64_t)json_integer_value(epoch), q = (uint64_t)json_integer_value(to);
+    int final = json_is_true(json_object_get(j, "final"));
     if (m->in_stream) {
-        if (ig->stream_cur != NULL)
-            txbuf_set_source(ig->stream_cur, p, e, q);
+        if (ig->stream_cur != NULL) {
+            txbuf_set_source(ig->stream_cur, final ? "" : p, e, q);
+            uint64_t ce = 0, cq = 0;
+            const char *cp = txbuf_confirm(ig->stream_cur, &ce, &cq);
+            if (cp == NULL || strcmp(cp, p) != 0 || ce != e || q > cq)
+                txbuf_set_confirm(ig->stream_cur, p, e, q);
+        }
     } else {
-        snprintf(ig->src_peer, sizeof ig->src_peer, "%s", p);
+        snprintf(ig->src_peer, sizeof ig->src_peer, "%s", final ? "" : p);
         ig->src_epoch = e;
         ig->src_seq = q;
+        if (strcmp(ig->conf_peer, p) != 0 || ig->conf_epoch != e || q > ig->conf_to) {
+            snprintf(ig->conf_peer, sizeof ig->conf_peer, "%s", p);
+            ig->conf_epoch = e;
+            ig->conf_to = q;
+        }
     }
     json_decref(j);
     return 0;
@@ -632,6 +667,7 @@ static int handle_msg(ingest *ig, const pgo_msg *m, sa_err *err)
         ig->cur_xid = m->xid;
         ig->cur_n = 0;
         ig->src_peer[0] = '\0'; /* plain SQL until a softadastra message says otherwise */
+        ig->conf_peer[0] = '\0';
         ig->cur_final_lsn = m->begin.final_lsn;
         ig->cur_commit_time = m->begin.commit_time;
         /* I2: the whole transaction is already in the WAL */
@@ -648,6 +684,8 @@ static int handle_msg(ingest *ig, const pgo_msg *m, sa_err *err)
         if (m->commit.commit_lsn != ig->cur_final_lsn)
             return proto_err(err, m->wal_lsn, "Commit LSN differs from its Begin's");
         ig->cur_open = 0; /* between transactions from here on */
+        if (ig->cur_skip)
+            ig->conf_peer[0] = '\0';
         if (ig->cur_skip) {
             /* already recorded */
         } else if (ig->cur != NULL) {
@@ -656,7 +694,18 @@ static int handle_msg(ingest *ig, const pgo_msg *m, sa_err *err)
                 rc = commit_txn(ig, ig->cur, ig->cur_xid, m->commit.commit_lsn,
                                 m->commit.end_lsn, m->commit.commit_time, err);
         } else if (ig->cur_n > 0) {
-            rc = commit_batch(ig, m->commit.commit_lsn, m->commit.end_lsn, err);
+            if ((rc = put_confirm(ig, ig->cur_batch, err)) == 0)
+                rc = commit_batch(ig, m->commit.commit_lsn, m->commit.end_lsn, err);
+        } else if (ig->conf_peer[0] != '\0') {
+            /* edge ops applied without changing a row: no WAL record, but
+             * the confirmation is written with the pending transactions */
+            if ((rc = put_confirm(ig, ig->cur_batch, err)) == 0) {
+                ig->commit_lsn = m->commit.commit_lsn;
+                ig->end_lsn = m->commit.end_lsn;
+                ig->pend_txns++;
+                if (ig->pend_since_ms == 0)
+                    ig->pend_since_ms = repl_clock_ms();
+            }
         } else if (m->commit.end_lsn > ig->end_lsn) {
             /* nothing to write: durable as soon as what came before is */
             if (ig->durable_end >= ig->end_lsn && ig->pend_txns == 0)
@@ -698,6 +747,14 @@ static int handle_msg(ingest *ig, const pgo_msg *m, sa_err *err)
         if ((s = stream_find(ig, m->xid)) == NULL)
             return proto_err(err, m->wal_lsn, "Stream Commit of an unknown transaction");
         if (m->commit.commit_lsn > ig->commit_lsn && txbuf_count(*s) > 0) {
+            uint64_t ce = 0, cq = 0;
+            const char *cp = txbuf_confirm(*s, &ce, &cq);
+            ig->conf_peer[0] = '\0';
+            if (cp != NULL && cp[0] != '\0' && strlen(cp) < sizeof ig->conf_peer) {
+                snprintf(ig->conf_peer, sizeof ig->conf_peer, "%s", cp);
+                ig->conf_epoch = ce;
+                ig->conf_to = cq;
+            }
             if ((rc = flush_pending(ig, err)) == 0)
                 rc = commit_txn(ig, *s, m->xid, m->commit.commit_lsn, m->commit.end_lsn,
                                 m->commit.commit_time, err);

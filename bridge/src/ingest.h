@@ -37,5 +37,8 @@ char *ingest_store_dir(const char *data_dir);
 #define INGEST_META_CONFIRMED "ingest.confirmed_lsn"   /* highest LSN ever confirmed */
 #define INGEST_META_RESYNC_SEQ "ingest.resync_seq"     /* WAL seq of the last resync point */
 #define INGEST_META_STATE "ingest.state"               /* "initial-sync" | "streaming" */
+/* + "peer@epoch": the highest edge op seq of that origin that a
+ * transaction in the WAL applied (written with that transaction) */
+#define INGEST_META_CONFIRM "confirm."
 
 #endif /* SA_BRIDGE_INGEST_H */

@@ -30,6 +30,8 @@ struct txbuf {
     /* the edge op range whose changes follow (softadastra message), if any */
     char src_peer[64];
     uint64_t src_epoch, src_seq;
+    char conf_peer[64]; /* the edge ops this transaction applied (txbuf_set_confirm) */
+    uint64_t conf_epoch, conf_to;
 };
 
 int txbuf_new(const char *staging_dir, uint32_t xid, size_t mem_limit, txbuf **out, sa_err *err)
@@ -67,6 +69,22 @@ void txbuf_set_source(txbuf *t, const char *peer, uint64_t epoch, uint64_t seq)
     snprintf(t->src_peer, sizeof t->src_peer, "%s", peer);
     t->src_epoch = epoch;
     t->src_seq = seq;
+}
+
+void txbuf_set_confirm(txbuf *t, const char *peer, uint64_t epoch, uint64_t to)
+{
+    snprintf(t->conf_peer, sizeof t->conf_peer, "%s", peer);
+    t->conf_epoch = epoch;
+    t->conf_to = to;
+}
+
+const char *txbuf_confirm(const txbuf *t, uint64_t *epoch, uint64_t *to)
+{
+    if (t->conf_peer[0] == '\0')
+        return NULL;
+    *epoch = t->conf_epoch;
+    *to = t->conf_to;
+    return t->conf_peer;
 }
 
 const char *txbuf_source(const txbuf *t, uint64_t *epoch, uint64_t *seq)

@@ -32,6 +32,10 @@ uint32_t txbuf_xid(const txbuf *t);
 void txbuf_set_source(txbuf *t, const char *peer, uint64_t epoch, uint64_t seq);
 /* The current source (borrowed), or NULL when none was named. */
 const char *txbuf_source(const txbuf *t, uint64_t *epoch, uint64_t *seq);
+/* The edge ops this (streamed) transaction applied, up to op seq `to`
+ * (ingest.h INGEST_META_CONFIRM), and the getter: NULL when none. */
+void txbuf_set_confirm(txbuf *t, const char *peer, uint64_t epoch, uint64_t to);
+const char *txbuf_confirm(const txbuf *t, uint64_t *epoch, uint64_t *to);
 uint64_t txbuf_count(const txbuf *t); /* ops added, aborted ones included */
 int txbuf_spilled(const txbuf *t);
 

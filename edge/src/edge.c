@@ -92,7 +92,12 @@
  *       the same round, before anything retires.  (Only an op applied in
  *       PostgreSQL but not yet ingested by the bridge at that pull can
  *       retire a little early: reads then show the server's previous row
- *       until the next pull brings the change.); or
+ *       until the next pull brings the change.)  The bridge also says,
+ *       with the outcomes, "confirmed" C at "confirmed_at" H: ops up to C
+ *       were applied by transactions its WAL holds at or below H; once the
+ *       cursor reaches H they count as confirmed too (server meta
+ *       "confirm.to", "confirm.at") — the only way an op that changed no
+ *       row, and so never comes back, is confirmed; or
  *   (b) its outcome says the server's state did not change for it (status
  *       rejected, or conflict resolved kept_local or left open) and the
  *       cursor has reached the head recorded with that outcome (so the
@@ -1303,12 +1308,21 @@ int edge__retire(sa_edge *e, sa_err *err)
     int rc = 0;
     pthread_mutex_lock(&e->mu);
     pthread_rwlock_rdlock(&e->srv_lock);
+    uint64_t conf_to = 0, conf_at = 0;
     if (e->server != NULL) {
         rc = edge__meta_u64(e->server, "confirmed", 0, &confirmed, err);
         if (rc == 0)
             rc = edge__meta_u64(e->server, "cursor", 0, &cursor, err);
+        if (rc == 0)
+            rc = edge__meta_u64(e->server, "confirm.to", 0, &conf_to, err);
+        if (rc == 0)
+            rc = edge__meta_u64(e->server, "confirm.at", 0, &conf_at, err);
     }
     pthread_rwlock_unlock(&e->srv_lock);
+    /* rule (a) by the bridge's word: applied by transactions the replica
+     * holds (edge_sync.c, confirm_record) */
+    if (conf_to > confirmed && conf_at > 0 && cursor >= conf_at)
+        confirmed = conf_to;
     if (rc == 0)
         rc = edge__meta_u64(e->local, "push.accepted", 0, &accepted, err);
     if (rc == 0)

@@ -259,6 +259,40 @@ static int outbox_op(sa_edge *e, uint64_t s, sa_op **out, sa_err *err)
     return rc;
 }
 
+/*
+ * The answer's "confirmed" C and "confirmed_at" H (api.h): every op up to C
+ * was applied by a transaction the bridge's WAL holds at or below H.  Kept
+ * in the replica's own store ("confirm.to", "confirm.at": the replica's
+ * instance only, and a new replica starts without), edge__retire counts the
+ * ops up to C as confirmed once the cursor reaches H — also those that
+ * changed no row and so never come back in the change stream.
+ */
+static int confirm_record(sa_edge *e, json_t *j, sa_err *err)
+{
+    json_t *jc = json_object_get(j, "confirmed"), *jh = json_object_get(j, "confirmed_at");
+    const char *ai = json_string_value(json_object_get(j, "instance"));
+    if (!json_is_integer(jc) || !json_is_integer(jh) || ai == NULL || json_integer_value(jc) <= 0)
+        return 0;
+    uint64_t to = (uint64_t)json_integer_value(jc), at = (uint64_t)json_integer_value(jh);
+    int rc = 0;
+    pthread_rwlock_rdlock(&e->srv_lock);
+    char *inst = NULL;
+    uint64_t old = 0;
+    if (e->server != NULL && (rc = edge__meta_str(e->server, "instance", &inst, err)) == 0 &&
+        inst != NULL && strcmp(inst, ai) == 0 &&
+        (rc = edge__meta_u64(e->server, "confirm.to", 0, &old, err)) == 0 && to > old) {
+        sa_batch *b = NULL;
+        if ((rc = sa_batch_new(&b, err)) == 0 &&
+            (rc = edge__meta_put_u64(b, "confirm.to", to, err)) == 0 &&
+            (rc = edge__meta_put_u64(b, "confirm.at", at, err)) == 0)
+            rc = sa_store_commit(e->server, b, NULL, err);
+        sa_batch_free(b);
+    }
+    sa_free(inst);
+    pthread_rwlock_unlock(&e->srv_lock);
+    return rc;
+}
+
 static int results_fetch(sa_edge *e, sa_err *err)
 {
     uint64_t after = 0, applied = 0;
@@ -323,6 +357,8 @@ static int results_fetch(sa_edge *e, sa_err *err)
         uint64_t ap = (uint64_t)json_integer_value(json_object_get(j, "applied"));
         if (rc == 0 && ap > applied)
             rc = edge__meta_put_u64(b, "push.applied", applied = ap, err);
+        if (rc == 0)
+            rc = confirm_record(e, j, err);
         if (rc == 0 && json_array_size(list) > 0) /* their outcomes are in */
             rc = sa_batch_inbox_remove(b, EDGE_AWAIT, after, err);
         if (rc == 0)

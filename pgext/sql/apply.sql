@@ -209,9 +209,12 @@ SELECT seq, status, message FROM softadastra.apply_ops('e1', 20, '[
    "cols":{"n":123456789012345678901234567890.5,"j":"just a string","flag":false}}]');
 SELECT id, n, ts, arr, j, flag, raw FROM typed ORDER BY id;
 
--- Each applied op is announced by a transactional logical message.
+-- Each applied op is announced by a transactional logical message, and
+-- each call that finished ops ends with a "final" one naming them all.
 SELECT count(*) AS messages,
-       count(*) FILTER (WHERE data LIKE '%"peer": "e1", "epoch": 20, "from": 18, "to": 18}') AS seq18
+       count(*) FILTER (WHERE data LIKE '%"peer": "e1", "epoch": 20, "from": 18, "to": 18}') AS seq18,
+       count(*) FILTER (WHERE data LIKE '%"final": true}') AS finals,
+       count(*) FILTER (WHERE data LIKE '%"peer": "e1", "epoch": 20, "from": 18, "to": 19, "final": true}') AS final18
   FROM pg_logical_slot_get_changes('apply_watch', NULL, NULL)
  WHERE data LIKE 'message: transactional: 1 prefix: softadastra%';
 SELECT pg_drop_replication_slot('apply_watch');
