@@ -283,7 +283,7 @@ int main(int argc, char **argv)
         getenv("SA_EDGE_PEER")[0] != '\0')
         peer = getenv("SA_EDGE_PEER");
     if (data == NULL) {
-        fprintf(stderr, "sa-edge: --data DIR (or SA_EDGE_DATA) is required\n");
+        fprintf(stderr, "sa-edge: --data DIR is required (or set SA_EDGE_DATA)\n");
         return EXIT_USAGE;
     }
     int is_init = strcmp(cmd, "init") == 0;

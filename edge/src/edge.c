@@ -488,6 +488,13 @@ int sa_edge_open(const char *dir, const sa_edge_options *o, sa_edge **out, sa_er
     pthread_rwlock_init(&e->srv_lock, NULL);
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->sync_mu, NULL);
+    if ((e->multi = curl_multi_init()) == NULL) {
+        pthread_mutex_destroy(&e->sync_mu);
+        pthread_mutex_destroy(&e->mu);
+        pthread_rwlock_destroy(&e->srv_lock);
+        sa_free(e);
+        return sa_err_set(err, SA_ENOMEM, "cannot create a libcurl multi handle");
+    }
     e->http_timeout_s = o->http_timeout_s ? o->http_timeout_s : 30;
     e->batch_ops = o->batch_ops ? o->batch_ops : 500;
     int rc = 0;
@@ -552,6 +559,8 @@ void sa_edge_close(sa_edge *e)
     pthread_mutex_unlock(&e->sync_mu);
     if (e->curl != NULL)
         curl_easy_cleanup(e->curl);
+    if (e->multi != NULL)
+        curl_multi_cleanup(e->multi);
     sa_store_close(e->server);
     sa_store_close(e->local);
     sa_hlc_clock_free(e->clock);
@@ -1118,6 +1127,7 @@ static int local_append(sa_edge *e, sa_op *op, uint64_t *seq, sa_err *err)
         if (seq != NULL)
             *seq = op->seq;
         atomic_store(&e->kick, 1);
+        curl_multi_wakeup(e->multi); /* a long poll in progress ends now */
     }
     return rc;
 }

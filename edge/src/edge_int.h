@@ -43,6 +43,7 @@ struct sa_edge {
     uint64_t last_seq; /* highest local seq issued (under mu) */
     sa_retry retry;    /* under sync_mu */
     CURL *curl;        /* under sync_mu */
+    CURLM *multi;      /* drives curl (under sync_mu); curl_multi_wakeup from any thread */
     uint32_t http_timeout_s;
     uint32_t batch_ops;
     /* open conflicts of our ops, looked up again for a DBA's resolution

@@ -149,7 +149,31 @@ static int http_do(sa_edge *e, const char *path, const char *body, size_t len, l
     curl_easy_setopt(c, CURLOPT_TIMEOUT, timeout_s);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
-    CURLcode cc = curl_easy_perform(c);
+    /* the multi interface rather than curl_easy_perform: a local write's
+     * curl_multi_wakeup (edge.c) ends a waiting long poll at once, where
+     * the progress callback alone runs about once a second when idle */
+    CURLcode cc = CURLE_OK;
+    CURLMcode mc = curl_multi_add_handle(e->multi, c);
+    for (int running = 1; mc == CURLM_OK;) {
+        mc = curl_multi_perform(e->multi, &running);
+        if (mc != CURLM_OK)
+            break;
+        if (!running) {
+            int q = 0;
+            for (CURLMsg *msg; (msg = curl_multi_info_read(e->multi, &q)) != NULL;)
+                if (msg->msg == CURLMSG_DONE && msg->easy_handle == c)
+                    cc = msg->data.result;
+            break;
+        }
+        if (on_progress(r, 0, 0, 0, 0) != 0) { /* stopped, or kicked */
+            cc = CURLE_ABORTED_BY_CALLBACK;
+            break;
+        }
+        mc = curl_multi_poll(e->multi, NULL, 0, 200, NULL);
+    }
+    if (mc != CURLM_OK)
+        cc = CURLE_FAILED_INIT;
+    curl_multi_remove_handle(e->multi, c);
     curl_slist_free_all(h);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
     if (cc == CURLE_ABORTED_BY_CALLBACK && atomic_load(&e->stop))
@@ -163,6 +187,8 @@ static int http_do(sa_edge *e, const char *path, const char *body, size_t len, l
     if (cc == CURLE_WRITE_ERROR && r->overflow)
         return sa_err_set(err, SA_ETOOBIG, "%s: the answer is larger than %u bytes", path,
                           EDGE_BODY_MAX);
+    if (mc != CURLM_OK)
+        return sa_err_set(err, SA_EIO, "%s: %s", url, curl_multi_strerror(mc));
     if (cc != CURLE_OK)
         return sa_err_set(err, SA_EIO, "%s: %s", url, curl_easy_strerror(cc));
     return 0;
