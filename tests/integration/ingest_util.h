@@ -171,13 +171,20 @@ static inline long it_bridge_peak_rss_kb(const it_bridge *b)
     return kb;
 }
 
+/* Print the last lines of the file at path on stderr, or `none` when
+ * that fails. */
+static inline void it_tail(const char *path, int lines, const char *none)
+{
+    char cmd[1300];
+    snprintf(cmd, sizeof cmd, "tail -n %d '%s' >&2", lines, path);
+    if (system(cmd) != 0)
+        fprintf(stderr, "%s\n", none);
+}
+
 /* Print the tail of the bridge's log (for failing tests). */
 static inline void it_bridge_dump_log(const it_bridge *b, int lines)
 {
-    char cmd[1300];
-    snprintf(cmd, sizeof cmd, "tail -n %d '%s' >&2", lines, b->log);
-    if (system(cmd) != 0)
-        fprintf(stderr, "(no log)\n");
+    it_tail(b->log, lines, "(no log)");
 }
 
 /* Open the bridge's store read-only (works beside the running bridge). */
@@ -385,6 +392,45 @@ static inline int it_wait_log(it_bridge *b, long from, const char *needle, int t
         if (b->pid <= 0 || it_now_ms() >= end)
             return 0;
     }
+}
+
+/* The HTTP port the bridge logged ("HTTP API v1 listening on
+ * 127.0.0.1:PORT"), from byte `from` of its log on; the last one, or 0. */
+static inline int it_bridge_port(const it_bridge *b, long from)
+{
+    static const char needle[] = "HTTP API v1 listening on 127.0.0.1:";
+    FILE *f = fopen(b->log, "r");
+    char line[4096];
+    int port = 0;
+    if (f == NULL)
+        return 0;
+    fseek(f, from, SEEK_SET);
+    while (fgets(line, sizeof line, f) != NULL) {
+        const char *p = strstr(line, needle);
+        if (p != NULL)
+            port = atoi(p + strlen(needle));
+    }
+    fclose(f);
+    return port;
+}
+
+/*
+ * Start a PostgreSQL cluster (*h) and connect to it (*c), then CREATE
+ * EXTENSION softadastra: 1; 0 when the extension is not installed (a
+ * "# SKIP" line printed: the caller skips); -1 and err when the cluster did
+ * not start.  The caller stops *h and finishes *c.
+ */
+static inline int it_pg_start_ext(sa_pgh **h, PGconn **c, sa_err *err)
+{
+    if (sa_pgh_start(NULL, h, err) != 0)
+        return -1;
+    *c = PQconnectdb(sa_pgh_conninfo(*h));
+    PGresult *r = PQexec(*c, "CREATE EXTENSION softadastra");
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        printf("# SKIP: softadastra extension not installed: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    return ok;
 }
 
 /* Wait for the bridge to exit on its own: 1 and *status, or 0 on timeout. */

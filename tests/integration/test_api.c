@@ -162,14 +162,9 @@ static void expect_status(const resp *r, long status, const char *what)
 static int start_pg_ext(void)
 {
     sa_err err = {0};
-    if (sa_pgh_start(NULL, &g_h, &err) != 0)
+    int ok = it_pg_start_ext(&g_h, &g_c, &err);
+    if (ok < 0)
         fail_msg("cannot start PostgreSQL: %s", err.msg);
-    g_c = PQconnectdb(sa_pgh_conninfo(g_h));
-    PGresult *r = PQexec(g_c, "CREATE EXTENSION softadastra");
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok)
-        printf("# SKIP: softadastra extension not installed: %s", PQresultErrorMessage(r));
-    PQclear(r);
     return ok;
 }
 
@@ -186,17 +181,7 @@ static void launch_bridge(const char *tag, const char *const *extra, const char 
     int st = 0;
     if (it_wait_log(&g_b, from, until_log, 120000, &st) != 1)
         fail_msg("sa-bridge did not log \"%s\"", until_log);
-    static const char needle[] = "HTTP API v1 listening on 127.0.0.1:";
-    FILE *f = fopen(g_b.log, "r");
-    char line[4096];
-    g_port = 0;
-    fseek(f, from, SEEK_SET);
-    while (fgets(line, sizeof line, f) != NULL) {
-        const char *p = strstr(line, needle);
-        if (p != NULL)
-            g_port = atoi(p + strlen(needle));
-    }
-    fclose(f);
+    g_port = it_bridge_port(&g_b, from);
     if (g_port <= 0)
         fail_msg("the bridge did not log its HTTP port");
 }

@@ -68,9 +68,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ingest_util.h"
-#include "sa/sa_buf.h"
-#include "sa/sa_edge.h"
+#include "edge_util.h"
 
 #define NEDGES 3
 #define MAXWRITERS 2
@@ -79,7 +77,7 @@
 static sa_pgh *g_h;
 static PGconn *g_c;
 static it_bridge g_b;
-static char g_data[1024], g_tmp[1024], g_self[1024], g_clog[1100];
+static char g_data[1024], g_tmp[1024], g_self[1024];
 static int g_skip, g_started, g_done;
 static int g_port;
 static uint64_t g_seed; /* the seed running now */
@@ -221,37 +219,6 @@ static const char *edge_price(int i)
     return i == 2 && v != NULL && strcmp(v, "0") == 0 ? "1.50" : PRICES[i];
 }
 static const long long VALS[] = {0, 1, 2, 3, 5000000000LL, -7};
-
-/* ---- SQL ---------------------------------------------------------------- */
-
-__attribute__((format(printf, 1, 2))) static void sql(const char *fmt, ...)
-{
-    char buf[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    PGresult *r = PQexec(g_c, buf);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-        fail_msg("%.300s: %s", buf, PQerrorMessage(g_c));
-    PQclear(r);
-}
-
-/* One value of a one-row query ("" for SQL NULL or no row). */
-__attribute__((format(printf, 3, 4))) static void q1(char *out, size_t cap, const char *fmt, ...)
-{
-    char buf[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    PGresult *r = PQexec(g_c, buf);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", buf, PQerrorMessage(g_c));
-    snprintf(out, cap, "%s", PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "");
-    PQclear(r);
-}
 
 /* ---- the SQL writer's statements --------------------------------------------- */
 
@@ -585,61 +552,15 @@ static int child_main(int argc, char **argv)
 
 /* ---- child processes, from the parent -------------------------------------- */
 
-/* Children still running: killed by the teardown when a seed failed. */
-static pid_t g_kids[16];
+/* Children still running: killed by the teardown when a seed failed;
+ * their output goes to g_kids.log. */
+static et_kids g_kids;
 
-static void kids_forget(pid_t pid)
-{
-    for (size_t i = 0; i < sizeof g_kids / sizeof g_kids[0]; i++)
-        if (g_kids[i] == pid)
-            g_kids[i] = 0;
-}
-
-static void kids_kill_all(void)
-{
-    for (size_t i = 0; i < sizeof g_kids / sizeof g_kids[0]; i++)
-        if (g_kids[i] > 0) {
-            kill(g_kids[i], SIGKILL);
-            waitpid(g_kids[i], NULL, 0);
-            g_kids[i] = 0;
-        }
-}
-
-static pid_t kid_wait(pid_t pid, int *status, int flags)
-{
-    pid_t r = waitpid(pid, status, flags);
-    if (r == pid)
-        kids_forget(pid);
-    return r;
-}
-
-/* Start this binary with argv (argv[0] = g_self), output appended to
- * g_clog. */
+/* Start this binary with argv (argv[0] = g_self), SIGTERM blocked until
+ * child_main handles it. */
 static pid_t spawn(const char *const *argv)
 {
-    pid_t pid = fork();
-    if (pid == 0) {
-        sigset_t term;
-        sigemptyset(&term);
-        sigaddset(&term, SIGTERM);
-        sigprocmask(SIG_BLOCK, &term, NULL); /* until child_main handles it */
-        int fd = open(g_clog, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        execv("/proc/self/exe", (char *const *)argv);
-        _exit(127);
-    }
-    if (pid < 0)
-        fail_msg("fork: %s", strerror(errno));
-    for (size_t i = 0; i < sizeof g_kids / sizeof g_kids[0]; i++)
-        if (g_kids[i] == 0) {
-            g_kids[i] = pid;
-            break;
-        }
-    return pid;
+    return et_spawn(&g_kids, g_self, argv, 1);
 }
 
 static pid_t spawn_writer(const plan *P, int w)
@@ -674,14 +595,6 @@ static pid_t spawn_edge(const plan *P, int e, int inc)
     return spawn(argv);
 }
 
-static void clog_dump(int lines)
-{
-    char cmd[1300];
-    snprintf(cmd, sizeof cmd, "tail -n %d '%s' >&2", lines, g_clog);
-    if (system(cmd) != 0)
-        fprintf(stderr, "(no child log)\n");
-}
-
 /* Print what PostgreSQL's other sessions are doing (for a failure). */
 static void pg_activity_dump(void)
 {
@@ -698,19 +611,12 @@ static void pg_activity_dump(void)
     PQclear(r);
 }
 
-/* Signal a child and wait (at most timeout_ms, then SIGKILL): its exit
- * code, -1 when it had to be killed, -100 - N when signal N ended it. */
+/* Signal a child and wait (at most timeout_ms, then SIGKILL, after showing
+ * what PostgreSQL's sessions do): its exit code, -1 when it had to be
+ * killed, -100 - N when signal N ended it. */
 static int stop_child(pid_t pid, int sig, int timeout_ms)
 {
-    int st = 0;
-    kill(pid, sig);
-    for (int64_t end = it_now_ms() + timeout_ms; it_now_ms() < end; it_sleep_ms(10))
-        if (kid_wait(pid, &st, WNOHANG) == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : -100 - WTERMSIG(st);
-    pg_activity_dump();
-    kill(pid, SIGKILL);
-    kid_wait(pid, &st, 0);
-    return -1;
+    return et_kid_stop(&g_kids, pid, sig, timeout_ms, 1, pg_activity_dump);
 }
 
 /* ---- the bridge ---------------------------------------------------------- */
@@ -718,71 +624,17 @@ static int stop_child(pid_t pid, int sig, int timeout_ms)
 /* Start the bridge on port (0: any; the port it took goes to g_port). */
 static void start_bridge(int port)
 {
-    char listen[64];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    const char *extra[] = {"--listen", listen, NULL};
-    long from = g_b.log[0] != '\0' ? it_log_size(&g_b) : 0;
-    if (it_bridge_start(&g_b, sa_pgh_conninfo(g_h), g_data, NULL, extra) != 0)
-        fail_msg("cannot start sa-bridge");
-    int st = 0;
-    if (it_wait_log(&g_b, from, "streaming from slot", 60000, &st) != 1) {
-        it_bridge_dump_log(&g_b, 40);
-        fail_msg("sa-bridge did not start streaming");
-    }
-    FILE *f = fopen(g_b.log, "r");
-    char line[4096];
-    const char *needle = "HTTP API v1 listening on 127.0.0.1:";
-    int got = 0;
-    fseek(f, from, SEEK_SET);
-    while (fgets(line, sizeof line, f) != NULL) {
-        const char *p = strstr(line, needle);
-        if (p != NULL)
-            got = atoi(p + strlen(needle));
-    }
-    fclose(f);
-    if (got <= 0 || (port != 0 && got != port))
-        fail_msg("the bridge did not log its HTTP port (asked %d, got %d)", port, got);
-    g_port = got;
-}
-
-/* Stop the bridge with sig; it must end within 15 s. */
-static void stop_bridge(int sig)
-{
-    int status = 0;
-    kill(g_b.pid, sig);
-    if (!it_wait_exit(&g_b, 15000, &status)) {
-        it_bridge_dump_log(&g_b, 30);
-        it_bridge_stop(&g_b, SIGKILL);
-        fail_msg("sa-bridge did not stop within 15 s of signal %d", sig);
-    }
-}
-
-static size_t http_body_cb(char *p, size_t size, size_t n, void *ctx)
-{
-    sa_buf_put(ctx, p, size * n);
-    return size * n;
+    g_port = et_bridge_start(&g_b, sa_pgh_conninfo(g_h), g_data, port, NULL);
 }
 
 /* The bridge's WAL head (GET /healthz); -1 when it does not answer. */
 static long long bridge_head(void)
 {
-    CURL *c = curl_easy_init();
-    char url[128];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/healthz", g_port);
-    sa_buf b = {0};
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, http_body_cb);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
     long status = 0;
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    json_t *j = json_loadb((const char *)b.data, b.len, 0, NULL);
+    json_t *j = et_http_get(g_port, "/healthz", NULL, &status);
     json_t *h = json_object_get(j, "head");
     long long v = status == 200 && json_is_integer(h) ? (long long)json_integer_value(h) : -1;
     json_decref(j);
-    sa_buf_free(&b);
-    curl_easy_cleanup(c);
     return v;
 }
 
@@ -792,46 +644,22 @@ static sa_edge *edge_open(const plan *P, int e)
 {
     char dir[1100];
     edge_dir(P, e, dir, sizeof dir);
-    sa_edge_options o;
-    sa_edge_options_init(&o);
-    sa_edge *ed = NULL;
-    sa_err err = {0};
-    if (sa_edge_open(dir, &o, &ed, &err) != 0)
-        fail_msg("sa_edge_open %s: %s", dir, err.msg);
-    return ed;
-}
-
-static sa_edge_status status(sa_edge *e)
-{
-    sa_edge_status st;
-    sa_err err = {0};
-    if (sa_edge_status_get(e, &st, &err) != 0)
-        fail_msg("status: %s", err.msg);
-    return st;
+    return et_edge_open(dir, NULL);
 }
 
 /* A new peer and its edge store, bootstrapped; its epoch. */
 static uint64_t edge_create(const plan *P, int e)
 {
-    char name[64], token[128], dir[1100], url[64];
+    char name[64], token[128], dir[1100];
     peer_name(P, e, name, sizeof name);
-    q1(token, sizeof token, "SELECT softadastra.create_peer('%s')", name);
+    et_peer_create(g_c, name, token, sizeof token);
     edge_dir(P, e, dir, sizeof dir);
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", g_port);
-    sa_edge_options o;
-    sa_edge_options_init(&o);
-    o.create = 1;
-    o.peer = name;
-    o.token = token;
-    o.bridge = url;
-    sa_edge *ed = NULL;
+    sa_edge *ed = et_edge_create(dir, name, token, g_port);
     sa_err err = {0};
-    if (sa_edge_open(dir, &o, &ed, &err) != 0)
-        fail_msg("sa_edge_open(create) %s: %s", dir, err.msg);
     int rc = sa_edge_sync_once(ed, 0, &err);
     if (rc != 0)
         fail_msg("edge %s: first sync: %s: %s", name, sa_err_name(rc), err.msg);
-    uint64_t epoch = status(ed).epoch;
+    uint64_t epoch = et_status(ed).epoch;
     sa_edge_close(ed);
     return epoch;
 }
@@ -840,79 +668,13 @@ static uint64_t edge_create(const plan *P, int e)
 
 /* Rows as lines "col=value" joined by '|' in the table's column order
  * (NULL as \N), sorted. */
-typedef struct lines {
-    char **v;
-    size_t n, cap;
-} lines;
+typedef et_strv lines;
 
-static void lines_add(lines *l, char *s)
-{
-    if (l->n == l->cap) {
-        l->cap = l->cap ? 2 * l->cap : 256;
-        l->v = realloc(l->v, l->cap * sizeof *l->v);
-    }
-    l->v[l->n++] = s;
-}
-
-static void lines_free(lines *l)
-{
-    for (size_t i = 0; i < l->n; i++)
-        free(l->v[i]);
-    free(l->v);
-    memset(l, 0, sizeof *l);
-}
-
-static int str_cmp(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
+/* The table's columns, in order. */
 typedef struct cols {
     char **name;
     int n;
 } cols;
-
-static cols pg_columns(const char *table)
-{
-    char q[256];
-    snprintf(q, sizeof q, "SELECT * FROM %s LIMIT 0", table);
-    PGresult *r = PQexec(g_c, q);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", q, PQerrorMessage(g_c));
-    cols c = {calloc((size_t)PQnfields(r), sizeof(char *)), PQnfields(r)};
-    for (int i = 0; i < c.n; i++)
-        c.name[i] = strdup(PQfname(r, i));
-    PQclear(r);
-    return c;
-}
-
-static void cols_free(cols *c)
-{
-    for (int i = 0; i < c->n; i++)
-        free(c->name[i]);
-    free(c->name);
-}
-
-/* One JSON value as PostgreSQL's text form (\N for NULL). */
-static char *val_text(const json_t *v)
-{
-    char buf[64];
-    if (v == NULL)
-        return strdup("<absent>");
-    if (json_is_null(v))
-        return strdup("\\N");
-    if (json_is_string(v))
-        return strdup(json_string_value(v));
-    if (json_is_integer(v)) {
-        snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(v));
-        return strdup(buf);
-    }
-    if (json_is_true(v))
-        return strdup("t");
-    if (json_is_false(v))
-        return strdup("f");
-    return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-}
 
 static void line_put(sa_buf *b, int k, const char *col, const char *val)
 {
@@ -943,7 +705,7 @@ static int list_cb(const json_t *jr, void *vctx)
     json_t *jc = json_object_get(jr, "cols");
     sa_buf b = {0};
     for (int k = 0; k < lc->c->n; k++) {
-        char *v = val_text(json_object_get(jc, lc->c->name[k]));
+        char *v = et_val_text(json_object_get(jc, lc->c->name[k]));
         line_put(&b, k, lc->c->name[k], v);
         free(v);
     }
@@ -954,7 +716,7 @@ static int list_cb(const json_t *jr, void *vctx)
     }
     if (json_integer_value(json_object_get(jr, "pending")) > 0)
         sa_buf_put(&b, "|(pending)", 10);
-    lines_add(lc->l, buf_str(&b));
+    et_strv_add(lc->l, buf_str(&b));
     return 0;
 }
 
@@ -965,7 +727,7 @@ static lines edge_lines(sa_edge *e, const char *table, const cols *c)
     sa_err err = {0};
     if (sa_edge_list(e, table, list_cb, &lc, &err) != 0)
         fail_msg("list %s: %s", table, err.msg);
-    qsort(l.v, l.n, sizeof *l.v, str_cmp);
+    et_strv_sort(&l);
     return l;
 }
 
@@ -981,10 +743,10 @@ static lines pg_lines(const char *table, const cols *c)
         sa_buf b = {0};
         for (int k = 0; k < c->n; k++)
             line_put(&b, k, c->name[k], PQgetisnull(r, i, k) ? "\\N" : PQgetvalue(r, i, k));
-        lines_add(&l, buf_str(&b));
+        et_strv_add(&l, buf_str(&b));
     }
     PQclear(r);
-    qsort(l.v, l.n, sizeof *l.v, str_cmp);
+    et_strv_sort(&l);
     return l;
 }
 
@@ -992,7 +754,8 @@ static lines pg_lines(const char *table, const cols *c)
  * differences (at most a few) in why. */
 static int edge_equals_pg(sa_edge *e, const char *table, char *why, size_t cap)
 {
-    cols c = pg_columns(table);
+    cols c;
+    c.name = et_pg_columns(g_c, table, &c.n);
     lines a = edge_lines(e, table, &c), b = pg_lines(table, &c);
     size_t i = 0, j = 0, used = 0;
     int diffs = 0;
@@ -1015,9 +778,9 @@ static int edge_equals_pg(sa_edge *e, const char *table, char *why, size_t cap)
     if (diffs > 0 && used < cap)
         snprintf(why + used, cap - used,
                  "\n    (%d differing lines; edge %zu rows, PostgreSQL %zu)", diffs, a.n, b.n);
-    lines_free(&a);
-    lines_free(&b);
-    cols_free(&c);
+    et_strv_free(&a);
+    et_strv_free(&b);
+    et_columns_free(c.name, c.n);
     return diffs == 0;
 }
 
@@ -1161,13 +924,14 @@ static void check_ops(const plan *P, int e, sa_edge *ed, uint64_t epoch, tally *
     char name[64], dir[1100], q[512], v[256];
     peer_name(P, e, name, sizeof name);
     edge_dir(P, e, dir, sizeof dir);
-    sa_edge_status st = status(ed);
+    sa_edge_status st = et_status(ed);
     uint64_t n = st.last_seq;
     if (st.epoch != epoch)
         fail_msg("edge %s: epoch %" PRIu64 ", created with %" PRIu64, name, st.epoch, epoch);
-    q1(v, sizeof v,
-       "SELECT applied_seq FROM softadastra.peer_progress WHERE peer = '%s' AND epoch = %" PRIu64,
-       name, epoch);
+    et_q1(
+        g_c, v, sizeof v,
+        "SELECT applied_seq FROM softadastra.peer_progress WHERE peer = '%s' AND epoch = %" PRIu64,
+        name, epoch);
     if (strtoull(v, NULL, 10) != n)
         fail_msg("edge %s: PostgreSQL's watermark is \"%s\", the edge wrote %" PRIu64 " ops", name,
                  v, n);
@@ -1283,13 +1047,14 @@ static void op_story(const plan *P, int e, sa_edge *ed, uint64_t s, char *out, s
     find_ctx fc = {s, "none"};
     sa_err err = {0};
     sa_edge_outcomes(ed, find_outcome_cb, &fc, &err);
-    q1(v, sizeof v,
-       "SELECT coalesce((SELECT string_agg(format('conflict %%s %%s %%s %%s %%s local %%s remote "
-       "%%s', id, kind, key, columns, resolution, local, remote), '; ') FROM "
-       "softadastra.conflicts WHERE origin = '%s' AND op_seq = %" PRIu64 "), '') || "
-       "coalesce((SELECT string_agg('rejected: ' || message, '; ') FROM softadastra.rejections "
-       "WHERE peer = '%s' AND op_seq = %" PRIu64 "), '')",
-       name, s, name, s);
+    et_q1(
+        g_c, v, sizeof v,
+        "SELECT coalesce((SELECT string_agg(format('conflict %%s %%s %%s %%s %%s local %%s remote "
+        "%%s', id, kind, key, columns, resolution, local, remote), '; ') FROM "
+        "softadastra.conflicts WHERE origin = '%s' AND op_seq = %" PRIu64 "), '') || "
+        "coalesce((SELECT string_agg('rejected: ' || message, '; ') FROM softadastra.rejections "
+        "WHERE peer = '%s' AND op_seq = %" PRIu64 "), '')",
+        name, s, name, s);
     eop o;
     eop_plan(P, e, s, &o);
     char key[160];
@@ -1302,7 +1067,7 @@ static void op_story(const plan *P, int e, sa_edge *ed, uint64_t s, char *out, s
 /* What a replica that is not done yet is waiting for. */
 static void not_done(const plan *P, int e, sa_edge *ed, long long head, char *why, size_t cap)
 {
-    sa_edge_status st = status(ed);
+    sa_edge_status st = et_status(ed);
     char name[64];
     peer_name(P, e, name, sizeof name);
     snprintf(why, cap,
@@ -1336,7 +1101,7 @@ static void converge(const plan *P, sa_edge **es)
         sync_all(es, P);
         done = 1;
         for (int e = 0; e < NEDGES && done; e++) {
-            sa_edge_status st = status(es[e]);
+            sa_edge_status st = et_status(es[e]);
             if (st.pending != 0 || st.applied != st.last_seq) {
                 done = 0;
                 not_done(P, e, es[e], -1, why, sizeof why);
@@ -1355,7 +1120,7 @@ static void converge(const plan *P, sa_edge **es)
         sync_all(es, P);
         done = 1;
         for (int e = 0; e < NEDGES && done; e++) {
-            sa_edge_status st = status(es[e]);
+            sa_edge_status st = et_status(es[e]);
             if (st.pending != 0 || st.overlay != 0 || (long long)st.cursor < head) {
                 done = 0;
                 not_done(P, e, es[e], head, why, sizeof why);
@@ -1403,14 +1168,14 @@ static void seed_rows(const plan *P)
         if (!pr_pct(&p, 50))
             continue;
         if (i < P->na)
-            sql("INSERT INTO cv_a VALUES (%lld, 'init %d', %d, %d.25, %s, '%s')", P->abase + 1 + i,
-                i, i % 6, i, i % 2 ? "true" : "false", tag);
+            et_sql(g_c, "INSERT INTO cv_a VALUES (%lld, 'init %d', %d, %d.25, %s, '%s')",
+                   P->abase + 1 + i, i, i % 6, i, i % 2 ? "true" : "false", tag);
         else {
             char reg[64], rl[80];
             plan_region(P, (i - P->na) / P->nn, reg, sizeof reg);
             lit(rl, sizeof rl, reg);
-            sql("INSERT INTO cv_b VALUES (%s, %d, 'init %d', %d, '%s')", rl,
-                1 + (i - P->na) % P->nn, i, i, tag);
+            et_sql(g_c, "INSERT INTO cv_b VALUES (%s, %d, 'init %d', %d, '%s')", rl,
+                   1 + (i - P->na) % P->nn, i, i, tag);
         }
     }
 }
@@ -1425,8 +1190,9 @@ static void seed_run(uint64_t seed, int run, tally *t)
     fflush(stdout);
     int64_t t0 = it_now_ms();
     long log0 = it_log_size(&g_b);
-    sql("SELECT softadastra.set_strategy('cv_a', '%s'), softadastra.set_strategy('cv_b', '%s')",
-        P.strat[0], P.strat[1]);
+    et_sql(g_c,
+           "SELECT softadastra.set_strategy('cv_a', '%s'), softadastra.set_strategy('cv_b', '%s')",
+           P.strat[0], P.strat[1]);
     seed_rows(&P);
     uint64_t epochs[NEDGES];
     for (int e = 0; e < NEDGES; e++)
@@ -1449,15 +1215,15 @@ static void seed_run(uint64_t seed, int run, tally *t)
             if (ev->what == EV_EDGE_KILL && restart_at[ev->target] < 0) {
                 int ws = 0;
                 kill(edges[ev->target], SIGKILL);
-                kid_wait(edges[ev->target], &ws, 0);
+                et_kid_wait(&g_kids, edges[ev->target], &ws, 0);
                 if (!WIFSIGNALED(ws)) {
-                    clog_dump(20);
+                    et_kids_dump_log(&g_kids, 20);
                     fail_msg("edge %d had ended before its kill (status %d)", ev->target, ws);
                 }
                 restart_at[ev->target] = now + ev->down_ms;
                 ekills++;
             } else if (ev->what != EV_EDGE_KILL) {
-                stop_bridge(ev->what == EV_BRIDGE_KILL ? SIGKILL : SIGTERM);
+                et_bridge_stop(&g_b, ev->what == EV_BRIDGE_KILL ? SIGKILL : SIGTERM);
                 it_sleep_ms(ev->down_ms);
                 start_bridge(g_port);
                 bkills++;
@@ -1471,8 +1237,8 @@ static void seed_run(uint64_t seed, int run, tally *t)
             }
             waiting |= restart_at[e] >= 0;
             int ws = 0;
-            if (restart_at[e] < 0 && kid_wait(edges[e], &ws, WNOHANG) == edges[e]) {
-                clog_dump(30);
+            if (restart_at[e] < 0 && et_kid_wait(&g_kids, edges[e], &ws, WNOHANG) == edges[e]) {
+                et_kids_dump_log(&g_kids, 30);
                 fail_msg("edge %d ended by itself (status %d, see above)", e, ws);
             }
         }
@@ -1485,7 +1251,7 @@ static void seed_run(uint64_t seed, int run, tally *t)
          * retries (it keeps the locks of the segments it already ran) */
         int rc = stop_child(writers[w], SIGTERM, 60000);
         if (rc != 0) {
-            clog_dump(20);
+            et_kids_dump_log(&g_kids, 20);
             fail_msg("SQL writer %d ended with %d%s", w, rc,
                      rc == -1 ? ": it did not stop within 60 s of SIGTERM (what PostgreSQL's "
                                 "sessions were doing is above)"
@@ -1495,7 +1261,7 @@ static void seed_run(uint64_t seed, int run, tally *t)
     for (int e = 0; e < NEDGES; e++) {
         int rc = stop_child(edges[e], SIGTERM, 20000);
         if (rc != 0) {
-            clog_dump(30);
+            et_kids_dump_log(&g_kids, 30);
             fail_msg("edge %d ended with %d: %s", e, rc,
                      rc == 4     ? "a sync failed otherwise than by the network (see above)"
                      : rc == -1  ? "it did not stop within 20 s of SIGTERM"
@@ -1550,28 +1316,18 @@ static void seed_run(uint64_t seed, int run, tally *t)
 static int group_setup(void **state)
 {
     (void)state;
-    sa_err err = {0};
     ssize_t n = readlink("/proc/self/exe", g_self, sizeof g_self - 1);
     if (n <= 0) {
         fprintf(stderr, "cannot find this test's own binary\n");
         return -1;
     }
     g_self[n] = '\0';
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (sa_pgh_start(NULL, &g_h, &err) != 0) {
-        fprintf(stderr, "cannot start PostgreSQL: %s\n", err.msg);
-        return -1;
-    }
-    g_c = PQconnectdb(sa_pgh_conninfo(g_h));
-    PGresult *r = PQexec(g_c, "CREATE EXTENSION softadastra");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        printf("# SKIP: softadastra extension not installed: %s", PQresultErrorMessage(r));
-        PQclear(r);
-        g_skip = 1;
-        return 0;
-    }
-    PQclear(r);
-    sql("CREATE TABLE cv_a (id bigint PRIMARY KEY, name text, qty integer, price numeric(10,2),"
+    int rc = et_group_start(&g_h, &g_c, &g_skip);
+    if (rc != 0 || g_skip)
+        return rc;
+    et_sql(
+        g_c,
+        "CREATE TABLE cv_a (id bigint PRIMARY KEY, name text, qty integer, price numeric(10,2),"
         " flag boolean, tag text);"
         "CREATE TABLE cv_b (region text, n integer, label text, val bigint, tag text,"
         " PRIMARY KEY (region, n));"
@@ -1593,7 +1349,7 @@ static int group_setup(void **state)
         "SELECT softadastra.add_table('cv_a'), softadastra.add_table('cv_b')");
     it_data_dir(g_data, sizeof g_data, "convergence-bridge");
     it_data_dir(g_tmp, sizeof g_tmp, "convergence-edges");
-    snprintf(g_clog, sizeof g_clog, "%s/children.log", g_tmp);
+    snprintf(g_kids.log, sizeof g_kids.log, "%s/children.log", g_tmp);
     start_bridge(0);
     return 0;
 }
@@ -1601,16 +1357,13 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    kids_kill_all();
-    if (g_b.pid > 0)
-        it_bridge_stop(&g_b, SIGKILL);
+    et_kids_kill_all(&g_kids);
     int failed = g_started != g_done;
+    et_bridge_kill(&g_b, failed, 40);
     if (failed) {
         if (g_b.log[0] != '\0') {
-            fprintf(stderr, "---- sa-bridge log (%s) ----\n", g_b.log);
-            it_bridge_dump_log(&g_b, 40);
-            fprintf(stderr, "---- children's log (%s) ----\n", g_clog);
-            clog_dump(30);
+            fprintf(stderr, "---- children's log (%s) ----\n", g_kids.log);
+            et_kids_dump_log(&g_kids, 30);
             fprintf(stderr, "(edge stores and their intent files kept in %s)\n", g_tmp);
         }
         printf("convergence: FAILED with seed %" PRIu64 " (replay: SA_CONVERGENCE_SEED=%" PRIu64
@@ -1618,16 +1371,7 @@ static int group_teardown(void **state)
                g_seed, g_seed);
         fflush(stdout);
     }
-    if (g_c != NULL)
-        PQfinish(g_c);
-    sa_pgh_stop(g_h);
-    if (g_data[0] != '\0' && !failed) {
-        it_rmrf(g_data);
-        unlink(g_b.log);
-    }
-    if (g_tmp[0] != '\0' && !failed)
-        it_rmrf(g_tmp);
-    curl_global_cleanup();
+    et_group_end(g_c, g_h, &g_b, g_data, g_tmp, failed, 1);
     return 0;
 }
 

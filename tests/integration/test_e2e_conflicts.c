@@ -43,8 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ingest_util.h"
-#include "sa/sa_edge.h"
+#include "edge_util.h"
 
 static sa_pgh *g_h;
 static PGconn *g_c;
@@ -56,96 +55,35 @@ static int g_port;
  * before the drop (see test_e2e_conflicts_rejected_ops); NULL: none. */
 static const char *g_dropped_col;
 
-/* ---- SQL ---------------------------------------------------------------- */
-
-__attribute__((format(printf, 1, 2))) static void sql(const char *fmt, ...)
-{
-    char buf[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    PGresult *r = PQexec(g_c, buf);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-        fail_msg("%.300s: %s", buf, PQerrorMessage(g_c));
-    PQclear(r);
-}
-
-/* One value of a query ("" for SQL NULL or no row). */
-__attribute__((format(printf, 3, 4))) static void q1(char *out, size_t cap, const char *fmt, ...)
-{
-    char buf[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    PGresult *r = PQexec(g_c, buf);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", buf, PQerrorMessage(g_c));
-    snprintf(out, cap, "%s", PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "");
-    PQclear(r);
-}
-
 /* ---- the bridge ------------------------------------------------------ */
 
+/* Start the bridge on any port (into g_port). */
 static void start_bridge(void)
 {
-    const char *extra[] = {"--listen", "127.0.0.1:0", NULL};
-    if (it_bridge_start(&g_b, sa_pgh_conninfo(g_h), g_data, NULL, extra) != 0)
-        fail_msg("cannot start sa-bridge");
-    int st = 0;
-    if (it_wait_log(&g_b, 0, "streaming from slot", 60000, &st) != 1) {
-        it_bridge_dump_log(&g_b, 40);
-        fail_msg("sa-bridge did not start streaming");
-    }
-    FILE *f = fopen(g_b.log, "r");
-    char line[4096];
-    const char *needle = "HTTP API v1 listening on 127.0.0.1:";
-    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
-        const char *p = strstr(line, needle);
-        if (p != NULL)
-            g_port = atoi(p + strlen(needle));
-    }
-    if (f != NULL)
-        fclose(f);
-    if (g_port <= 0)
-        fail_msg("the bridge did not log its HTTP port");
+    g_port = et_bridge_start(&g_b, sa_pgh_conninfo(g_h), g_data, 0, NULL);
 }
 
 static int group_setup(void **state)
 {
     (void)state;
-    sa_err err = {0};
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (sa_pgh_start(NULL, &g_h, &err) != 0) {
-        fprintf(stderr, "cannot start PostgreSQL: %s\n", err.msg);
-        return -1;
-    }
-    g_c = PQconnectdb(sa_pgh_conninfo(g_h));
-    PGresult *r = PQexec(g_c, "CREATE EXTENSION softadastra");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        printf("# SKIP: softadastra extension not installed: %s", PQresultErrorMessage(r));
-        PQclear(r);
-        g_skip = 1;
-        return 0;
-    }
-    PQclear(r);
+    int rc = et_group_start(&g_h, &g_c, &g_skip);
+    if (rc != 0 || g_skip)
+        return rc;
     /* every table the tests use exists (and is published) before the
      * bridge starts; each test sets its own strategy */
-    sql("CREATE TABLE res (id int PRIMARY KEY, name text, price numeric);"
-        "INSERT INTO res SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 10) g;"
-        "SELECT softadastra.add_table('res', 'manual');"
-        "CREATE TABLE lww (id int PRIMARY KEY, name text, price numeric);"
-        "INSERT INTO lww SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 10) g;"
-        "SELECT softadastra.add_table('lww', 'server_wins');" /* the test sets lww */
-        "CREATE TABLE rej (id int PRIMARY KEY, name text, price numeric, note text);"
-        "INSERT INTO rej SELECT g, 'item ' || g, g * 1.5, 'note ' || g"
-        "  FROM generate_series(1, 10) g;"
-        "SELECT softadastra.add_table('rej');"
-        "CREATE TABLE org (id int PRIMARY KEY, name text, price numeric);"
-        "INSERT INTO org SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 10) g;"
-        "SELECT softadastra.add_table('org')");
+    et_sql(g_c, "CREATE TABLE res (id int PRIMARY KEY, name text, price numeric);"
+                "INSERT INTO res SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 10) g;"
+                "SELECT softadastra.add_table('res', 'manual');"
+                "CREATE TABLE lww (id int PRIMARY KEY, name text, price numeric);"
+                "INSERT INTO lww SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 10) g;"
+                "SELECT softadastra.add_table('lww', 'server_wins');" /* the test sets lww */
+                "CREATE TABLE rej (id int PRIMARY KEY, name text, price numeric, note text);"
+                "INSERT INTO rej SELECT g, 'item ' || g, g * 1.5, 'note ' || g"
+                "  FROM generate_series(1, 10) g;"
+                "SELECT softadastra.add_table('rej');"
+                "CREATE TABLE org (id int PRIMARY KEY, name text, price numeric);"
+                "INSERT INTO org SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 10) g;"
+                "SELECT softadastra.add_table('org')");
     it_data_dir(g_data, sizeof g_data, "e2e-bridge");
     it_data_dir(g_tmp, sizeof g_tmp, "e2e-edges");
     start_bridge();
@@ -155,35 +93,16 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    if (g_b.pid > 0)
-        it_bridge_stop(&g_b, SIGKILL);
     int failed = g_started != g_done;
-    if (failed && g_b.log[0] != '\0') {
-        fprintf(stderr, "---- sa-bridge log (%s) ----\n", g_b.log);
-        it_bridge_dump_log(&g_b, 60);
-    }
-    if (g_c != NULL)
-        PQfinish(g_c);
-    sa_pgh_stop(g_h);
-    if (g_data[0] != '\0') {
-        it_rmrf(g_data);
-        if (!failed)
-            unlink(g_b.log);
-    }
-    if (g_tmp[0] != '\0' && !failed)
-        it_rmrf(g_tmp);
-    curl_global_cleanup();
+    et_bridge_kill(&g_b, failed, 60);
+    et_group_end(g_c, g_h, &g_b, g_data, g_tmp, failed, 0);
     return 0;
 }
 
-/* Counts tests started; each counts itself done at its end, so the
- * teardown knows whether to keep the logs and directories. */
 static int test_setup(void **state)
 {
     (void)state;
-    if (g_skip)
-        skip();
-    g_started++;
+    et_test_begin(g_skip, &g_started);
     return 0;
 }
 
@@ -197,20 +116,11 @@ static void edge_dir(const char *name, char *out, size_t cap)
 /* Create peer `name` and a new edge store for it, bootstrapped. */
 static sa_edge *edge_create(const char *name)
 {
-    char token[128], dir[1100], url[64];
-    q1(token, sizeof token, "SELECT softadastra.create_peer('%s')", name);
+    char token[128], dir[1100];
+    et_peer_create(g_c, name, token, sizeof token);
     edge_dir(name, dir, sizeof dir);
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", g_port);
-    sa_edge_options o;
-    sa_edge_options_init(&o);
-    o.create = 1;
-    o.peer = name;
-    o.token = token;
-    o.bridge = url;
-    sa_edge *e = NULL;
+    sa_edge *e = et_edge_create(dir, name, token, g_port);
     sa_err err = {0};
-    if (sa_edge_open(dir, &o, &e, &err) != 0)
-        fail_msg("sa_edge_open(create) %s: %s", dir, err.msg);
     if ((sa_edge_sync_once(e, 0, &err)) != 0)
         fail_msg("%s: first sync: %s", name, err.msg);
     return e;
@@ -220,57 +130,7 @@ static sa_edge *edge_open(const char *name)
 {
     char dir[1100];
     edge_dir(name, dir, sizeof dir);
-    sa_edge_options o;
-    sa_edge_options_init(&o);
-    sa_edge *e = NULL;
-    sa_err err = {0};
-    if (sa_edge_open(dir, &o, &e, &err) != 0)
-        fail_msg("sa_edge_open %s: %s", dir, err.msg);
-    return e;
-}
-
-static void edge_sync(sa_edge *e)
-{
-    sa_err err = {0};
-    int rc = sa_edge_sync_once(e, 0, &err);
-    if (rc != 0)
-        fail_msg("sync: %s: %s", sa_err_name(rc), err.msg);
-}
-
-static sa_edge_status status(sa_edge *e)
-{
-    sa_edge_status st;
-    sa_err err = {0};
-    if (sa_edge_status_get(e, &st, &err) != 0)
-        fail_msg("status: %s", err.msg);
-    return st;
-}
-
-/* A local put; its op seq. */
-static uint64_t put(sa_edge *e, const char *table, const char *row)
-{
-    json_t *j = json_loads(row, 0, NULL);
-    sa_err err = {0};
-    uint64_t seq = 0;
-    assert_non_null(j);
-    int rc = sa_edge_put(e, table, j, &seq, &err);
-    json_decref(j);
-    if (rc != 0)
-        fail_msg("put %s %s: %s", table, row, err.msg);
-    assert_true(seq > 0);
-    return seq;
-}
-
-static uint64_t del(sa_edge *e, const char *table, const char *key)
-{
-    json_t *j = json_loads(key, 0, NULL);
-    sa_err err = {0};
-    uint64_t seq = 0;
-    int rc = sa_edge_delete(e, table, j, &seq, &err);
-    json_decref(j);
-    if (rc != 0)
-        fail_msg("delete %s %s: %s", table, key, err.msg);
-    return seq;
+    return et_edge_open(dir, NULL);
 }
 
 /* The hlc of the edge's last local op ("hlc.last" of its local store, read
@@ -311,23 +171,13 @@ static void wait_past_hlc(uint64_t hlc)
     fail_msg("the wall clock did not pass hlc %" PRIu64, hlc);
 }
 
-/* applied_seq of (peer, epoch) now (0 when no row). */
-static uint64_t applied_seq(const char *peer, uint64_t epoch)
-{
-    char v[64];
-    q1(v, sizeof v,
-       "SELECT applied_seq FROM softadastra.peer_progress WHERE peer = '%s' AND epoch = %" PRIu64,
-       peer, epoch);
-    return strtoull(v, NULL, 10);
-}
-
 /* Push e's outbox and wait until PostgreSQL applied through seq. */
 static void sync_until_applied(sa_edge *e, uint64_t seq)
 {
-    sa_edge_status st = status(e);
+    sa_edge_status st = et_status(e);
     for (int64_t end = it_now_ms() + 20000;; it_sleep_ms(50)) {
-        edge_sync(e);
-        if (applied_seq(st.peer, st.epoch) >= seq)
+        et_sync(e, 1);
+        if (et_applied_seq(g_c, st.peer, st.epoch) >= seq)
             return;
         if (it_now_ms() >= end)
             fail_msg("%s: op %" PRIu64 " not applied in PostgreSQL after 20 s", st.peer, seq);
@@ -336,232 +186,12 @@ static void sync_until_applied(sa_edge *e, uint64_t seq)
 
 /* ---- rows, row by row ------------------------------------------------- */
 
-typedef struct row {
-    char key[32];
-    char *line;
-} row;
-
-typedef struct rows {
-    row *v;
-    size_t n, cap;
-} rows;
-
-static void rows_add(rows *r, const char *key, char *line)
-{
-    if (r->n == r->cap) {
-        r->cap = r->cap ? 2 * r->cap : 64;
-        r->v = realloc(r->v, r->cap * sizeof *r->v);
-    }
-    snprintf(r->v[r->n].key, sizeof r->v[r->n].key, "%020lld", atoll(key));
-    r->v[r->n++].line = line;
-}
-
-static void rows_free(rows *r)
-{
-    for (size_t i = 0; i < r->n; i++)
-        free(r->v[i].line);
-    free(r->v);
-    memset(r, 0, sizeof *r);
-}
-
-static int row_cmp(const void *a, const void *b)
-{
-    return strcmp(((const row *)a)->key, ((const row *)b)->key);
-}
-
-/* The table's columns in order (names malloc'd; *n). */
-static char **pg_columns(const char *table, int *n)
-{
-    char q[512];
-    snprintf(q, sizeof q, "SELECT * FROM %s LIMIT 0", table);
-    PGresult *r = PQexec(g_c, q);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", q, PQerrorMessage(g_c));
-    *n = PQnfields(r);
-    char **v = calloc((size_t)*n, sizeof *v);
-    for (int i = 0; i < *n; i++)
-        v[i] = strdup(PQfname(r, i));
-    PQclear(r);
-    return v;
-}
-
-static void columns_free(char **v, int n)
-{
-    for (int i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
-/* One JSON value as PostgreSQL's text form (\N for NULL). */
-static char *val_text(const json_t *v)
-{
-    char buf[64];
-    if (v == NULL)
-        return strdup("<absent>");
-    if (json_is_null(v))
-        return strdup("\\N");
-    if (json_is_string(v))
-        return strdup(json_string_value(v));
-    if (json_is_integer(v)) {
-        snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(v));
-        return strdup(buf);
-    }
-    if (json_is_true(v))
-        return strdup("t");
-    if (json_is_false(v))
-        return strdup("f");
-    return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-}
-
-typedef struct list_ctx {
-    rows *r;
-    char **cols;
-    int ncols;
-} list_ctx;
-
-/* A row as its columns' text joined by 0x1f, plus "(N columns)" when the
- * edge's row has other columns than PostgreSQL's. */
-static int list_cb(const json_t *jr, void *vctx)
-{
-    list_ctx *c = vctx;
-    json_t *cols = json_object_get(jr, "cols");
-    size_t len = 64, used = 0;
-    char *line = malloc(len), *key = NULL;
-    line[0] = '\0';
-    for (int k = 0; k < c->ncols; k++) {
-        char *v = val_text(json_object_get(cols, c->cols[k]));
-        size_t need = used + strlen(c->cols[k]) + strlen(v) + 4;
-        if (need > len)
-            line = realloc(line, len = 2 * need);
-        used += (size_t)sprintf(line + used, "%s%s=%s", k ? "\x1f" : "", c->cols[k], v);
-        if (k == 0)
-            key = strdup(v);
-        free(v);
-    }
-    size_t extra = json_object_size(cols) -
-                   (g_dropped_col != NULL && json_object_get(cols, g_dropped_col) != NULL);
-    if (extra != (size_t)c->ncols) {
-        const char *name;
-        json_t *v;
-        line = realloc(line, used + 64);
-        sprintf(line + used, "\x1f(%zu columns)", json_object_size(cols));
-        json_object_foreach(cols, name, v) /* name the extra ones too */
-        {
-            int known = 0;
-            for (int k = 0; k < c->ncols && !known; k++)
-                known = strcmp(c->cols[k], name) == 0;
-            if (!known) {
-                used = strlen(line);
-                line = realloc(line, used + strlen(name) + 16);
-                sprintf(line + used, " +%s", name);
-            }
-        }
-    }
-    rows_add(c->r, key ? key : "0", line);
-    free(key);
-    return 0;
-}
-
-static rows edge_rows(sa_edge *e, const char *table, char **cols, int ncols)
-{
-    rows r = {0};
-    list_ctx c = {&r, cols, ncols};
-    sa_err err = {0};
-    if (sa_edge_list(e, table, list_cb, &c, &err) != 0)
-        fail_msg("list %s: %s", table, err.msg);
-    qsort(r.v, r.n, sizeof *r.v, row_cmp);
-    return r;
-}
-
-static rows pg_rows(const char *table, char **cols, int ncols)
-{
-    rows r = {0};
-    char q[512];
-    snprintf(q, sizeof q, "SELECT * FROM %s", table);
-    PGresult *res = PQexec(g_c, q);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != ncols)
-        fail_msg("%s: %s", q, PQerrorMessage(g_c));
-    for (int i = 0; i < PQntuples(res); i++) {
-        size_t len = 1;
-        for (int k = 0; k < ncols; k++)
-            len += strlen(cols[k]) + (size_t)PQgetlength(res, i, k) + 4;
-        char *line = malloc(len), *p = line;
-        for (int k = 0; k < ncols; k++)
-            p += sprintf(p, "%s%s=%s", k ? "\x1f" : "", cols[k],
-                         PQgetisnull(res, i, k) ? "\\N" : PQgetvalue(res, i, k));
-        rows_add(&r, PQgetvalue(res, i, 0), line);
-    }
-    PQclear(res);
-    qsort(r.v, r.n, sizeof *r.v, row_cmp);
-    return r;
-}
-
-/* Does the edge hold exactly PostgreSQL's rows of table (every column, and
- * no other)?  1, or 0 with the first difference in why. */
-static int edge_equals_pg(sa_edge *e, const char *table, char *why, size_t cap)
-{
-    int nc = 0;
-    char **cols = pg_columns(table, &nc);
-    rows a = edge_rows(e, table, cols, nc), b = pg_rows(table, cols, nc);
-    int ok = 1;
-    for (size_t i = 0, j = 0; ok && (i < a.n || j < b.n); i++, j++) {
-        int c = i >= a.n ? 1 : j >= b.n ? -1 : strcmp(a.v[i].key, b.v[j].key);
-        if (c < 0)
-            snprintf(why, cap, "only on the edge: %s", a.v[i].line);
-        else if (c > 0)
-            snprintf(why, cap, "only in PostgreSQL: %s", b.v[j].line);
-        else if (strcmp(a.v[i].line, b.v[j].line) != 0)
-            snprintf(why, cap, "row differs:\n    edge:       %s\n    PostgreSQL: %s", a.v[i].line,
-                     b.v[j].line);
-        else
-            continue;
-        ok = 0;
-        for (char *p = why; *p; p++)
-            if (*p == '\x1f')
-                *p = '|';
-    }
-    rows_free(&a);
-    rows_free(&b);
-    columns_free(cols, nc);
-    return ok;
-}
-
-/*
- * Sync every edge until each holds exactly PostgreSQL's rows of table and
- * has nothing pending or shown over the server's rows, and the bridge's
- * state of table equals it too.  Fails after timeout_ms, printing the
- * first difference.
- */
+/* Sync every edge until each holds exactly PostgreSQL's rows of table (a
+ * row may still hold g_dropped_col) and has nothing pending or shown over
+ * the server's rows, and the bridge's state of table equals it too. */
 static void converge(sa_edge **es, int n, const char *table, int timeout_ms)
 {
-    char why[2400] = "", qual[256];
-    snprintf(qual, sizeof qual, "public.%s", table);
-    for (int64_t end = it_now_ms() + timeout_ms;; it_sleep_ms(100)) {
-        int ok = 1;
-        for (int i = 0; i < n; i++)
-            edge_sync(es[i]);
-        for (int i = 0; i < n && ok; i++) {
-            sa_edge_status st = status(es[i]);
-            char d[2048];
-            if (!edge_equals_pg(es[i], table, d, sizeof d)) {
-                ok = 0;
-                snprintf(why, sizeof why, "edge %s: %s", st.peer, d);
-            } else if (st.pending != 0 || st.overlay != 0) {
-                snprintf(why, sizeof why,
-                         "edge %s: %" PRIu64 " pending, %" PRIu64 " in the overlay", st.peer,
-                         st.pending, st.overlay);
-                ok = 0;
-            }
-        }
-        if (ok && !it_state_equals_table(g_data, g_c, qual)) {
-            snprintf(why, sizeof why, "the bridge's state differs from the table (see above)");
-            ok = 0;
-        }
-        if (ok)
-            return;
-        if (it_now_ms() >= end)
-            fail_msg("%s: no convergence after %d ms: %s", table, timeout_ms, why);
-    }
+    et_converge(g_c, es, n, table, timeout_ms, g_dropped_col, g_data);
 }
 
 /* The visible value of column col of the row with key id on edge e, as
@@ -578,7 +208,7 @@ static char *edge_val(sa_edge *e, const char *table, int id, const char *col)
         return strdup("<no row>");
     if (rc != 0)
         fail_msg("get %s %d: %s", table, id, err.msg);
-    char *v = val_text(json_object_get(json_object_get(row, "cols"), col));
+    char *v = et_val_text(json_object_get(json_object_get(row, "cols"), col));
     json_decref(row);
     return v;
 }
@@ -588,7 +218,7 @@ static void expect_edge_val(sa_edge *e, const char *table, int id, const char *c
 {
     char *v = edge_val(e, table, id, col);
     if (strcmp(v, want) != 0)
-        fail_msg("edge %s, %s row %d: %s is \"%s\", expected \"%s\"", status(e).peer, table, id,
+        fail_msg("edge %s, %s row %d: %s is \"%s\", expected \"%s\"", et_status(e).peer, table, id,
                  col, v, want);
     free(v);
 }
@@ -689,10 +319,10 @@ static void expect_outcome(json_t *o, const char *who, uint64_t seq, const char 
 static long long conflict_id(const char *origin, uint64_t seq)
 {
     char v[64];
-    q1(v, sizeof v,
-       "SELECT CASE WHEN count(*) = 1 THEN max(id)::text ELSE 'n=' || count(*) END"
-       " FROM softadastra.conflicts WHERE origin = '%s' AND op_seq = %" PRIu64,
-       origin, seq);
+    et_q1(g_c, v, sizeof v,
+          "SELECT CASE WHEN count(*) = 1 THEN max(id)::text ELSE 'n=' || count(*) END"
+          " FROM softadastra.conflicts WHERE origin = '%s' AND op_seq = %" PRIu64,
+          origin, seq);
     if (v[0] == 'n' || v[0] == '\0')
         fail_msg("conflicts rows of %s op %" PRIu64 ": %s (expected one)", origin, seq, v);
     return atoll(v);
@@ -714,18 +344,18 @@ static void test_e2e_conflicts_resolved_in_sql(void **state)
     sa_edge *es[3] = {a, b, c};
 
     /* a's offline writes */
-    uint64_t s1 = put(a, "res", "{\"id\": 1, \"name\": \"a one\", \"price\": \"11\"}");
-    uint64_t s2 = put(a, "res", "{\"id\": 2, \"name\": \"a two\", \"price\": \"12\"}");
-    uint64_t s3 = put(a, "res", "{\"id\": 3, \"name\": \"a three\", \"price\": \"13\"}");
-    uint64_t s4 = put(a, "res", "{\"id\": 4, \"name\": \"a four\", \"price\": \"14\"}");
-    uint64_t s5 = put(a, "res", "{\"id\": 5, \"name\": \"a five\", \"price\": \"15\"}");
-    uint64_t s6 = del(a, "res", "{\"id\": 6}");
-    uint64_t s7 = put(a, "res", "{\"id\": 100, \"name\": \"a hundred\", \"price\": \"100\"}");
+    uint64_t s1 = et_put(a, "res", "{\"id\": 1, \"name\": \"a one\", \"price\": \"11\"}");
+    uint64_t s2 = et_put(a, "res", "{\"id\": 2, \"name\": \"a two\", \"price\": \"12\"}");
+    uint64_t s3 = et_put(a, "res", "{\"id\": 3, \"name\": \"a three\", \"price\": \"13\"}");
+    uint64_t s4 = et_put(a, "res", "{\"id\": 4, \"name\": \"a four\", \"price\": \"14\"}");
+    uint64_t s5 = et_put(a, "res", "{\"id\": 5, \"name\": \"a five\", \"price\": \"15\"}");
+    uint64_t s6 = et_del(a, "res", "{\"id\": 6}");
+    uint64_t s7 = et_put(a, "res", "{\"id\": 100, \"name\": \"a hundred\", \"price\": \"100\"}");
     /* b's, on a row a writes too */
-    uint64_t b5 = put(b, "res", "{\"id\": 5, \"name\": \"b five\", \"price\": \"25\"}");
+    uint64_t b5 = et_put(b, "res", "{\"id\": 5, \"name\": \"b five\", \"price\": \"25\"}");
     /* meanwhile, in PostgreSQL */
-    sql("UPDATE res SET name = 'pg ' || id, price = id * 100 WHERE id IN (1, 2, 3, 4, 6);"
-        "INSERT INTO res VALUES (100, 'pg hundred', 1000)");
+    et_sql(g_c, "UPDATE res SET name = 'pg ' || id, price = id * 100 WHERE id IN (1, 2, 3, 4, 6);"
+                "INSERT INTO res VALUES (100, 'pg hundred', 1000)");
 
     /* a syncs first, then b: every one of their ops conflicts */
     sync_until_applied(a, s7);
@@ -735,20 +365,22 @@ static void test_e2e_conflicts_resolved_in_sql(void **state)
               c6 = conflict_id("rs_a", s6), c7 = conflict_id("rs_a", s7),
               c5 = conflict_id("rs_b", b5);
     char v[512];
-    q1(v, sizeof v, "SELECT count(*) FROM softadastra.conflicts WHERE origin = 'rs_a' AND op_seq = %" PRIu64,
-       s5);
+    et_q1(g_c, v, sizeof v,
+          "SELECT count(*) FROM softadastra.conflicts WHERE origin = 'rs_a' AND op_seq = %" PRIu64,
+          s5);
     assert_string_equal(v, "0"); /* a was first on row 5: no conflict */
-    q1(v, sizeof v,
-       "SELECT string_agg(format('%%s:%%s:%%s:%%s', key->>'id', kind, resolution, strategy), ' '"
-       " ORDER BY id) FROM softadastra.conflicts WHERE origin IN ('rs_a', 'rs_b')");
+    et_q1(g_c, v, sizeof v,
+          "SELECT string_agg(format('%%s:%%s:%%s:%%s', key->>'id', kind, resolution, strategy), ' '"
+          " ORDER BY id) FROM softadastra.conflicts WHERE origin IN ('rs_a', 'rs_b')");
     assert_string_equal(v, "1:update_differ:open:manual 2:update_differ:open:manual "
                            "3:update_differ:open:manual 4:update_differ:open:manual "
                            "6:delete_differ:open:manual 100:insert_exists:open:manual "
                            "5:update_differ:open:manual");
     /* the ledger holds what each side had */
-    q1(v, sizeof v,
-       "SELECT (local->>'name') || '/' || (remote->>'name') || '/' || (base->>'name')"
-       " FROM softadastra.conflicts WHERE id = %lld", c5);
+    et_q1(g_c, v, sizeof v,
+          "SELECT (local->>'name') || '/' || (remote->>'name') || '/' || (base->>'name')"
+          " FROM softadastra.conflicts WHERE id = %lld",
+          c5);
     assert_string_equal(v, "a five/b five/item 5");
 
     /* open conflicts keep PostgreSQL's values: every edge shows them, the
@@ -771,7 +403,7 @@ static void test_e2e_conflicts_resolved_in_sql(void **state)
     expect_outcome(outcome_of(oa, s6), "rs_a", s6, "public.res", 6, "conflict", c6, "open", NULL);
     expect_outcome(outcome_of(oa, s7), "rs_a", s7, "public.res", 100, "conflict", c7, "open", NULL);
     expect_outcome(outcome_of(ob, b5), "rs_b", b5, "public.res", 5, "conflict", c5, "open", NULL);
-    assert_int_equal(status(a).outcomes, 6);
+    assert_int_equal(et_status(a).outcomes, 6);
     json_decref(oa);
     json_decref(ob);
     json_decref(oc);
@@ -800,35 +432,40 @@ static void test_e2e_conflicts_resolved_in_sql(void **state)
     c = es[2] = edge_open("rs_c");
 
     /* a DBA resolves each, every way the extension offers */
-    q1(v, sizeof v, "SELECT (softadastra.resolve_conflict(%lld, 'take_remote')).resolution", c1);
+    et_q1(g_c, v, sizeof v, "SELECT (softadastra.resolve_conflict(%lld, 'take_remote')).resolution",
+          c1);
     assert_string_equal(v, "applied_remote");
-    q1(v, sizeof v, "SELECT (softadastra.resolve_conflict(%lld, 'keep_local')).resolution", c2);
+    et_q1(g_c, v, sizeof v, "SELECT (softadastra.resolve_conflict(%lld, 'keep_local')).resolution",
+          c2);
     assert_string_equal(v, "kept_local");
-    q1(v, sizeof v,
-       "SELECT (softadastra.resolve_conflict(%lld, 'merge',"
-       " '{\"name\": \"merged three\", \"price\": \"33.3\"}')).resolution",
-       c3);
+    et_q1(g_c, v, sizeof v,
+          "SELECT (softadastra.resolve_conflict(%lld, 'merge',"
+          " '{\"name\": \"merged three\", \"price\": \"33.3\"}')).resolution",
+          c3);
     assert_string_equal(v, "merged");
-    sql("UPDATE softadastra.conflicts SET resolution = 'applied_remote' WHERE id = %lld", c4);
-    sql("UPDATE softadastra.conflicts SET resolution = 'merged',"
-        " merged = '{\"name\": \"merged five\"}' WHERE id = %lld",
-        c5);
-    q1(v, sizeof v, "SELECT (softadastra.resolve_conflict(%lld, 'take_remote')).resolution", c6);
+    et_sql(g_c, "UPDATE softadastra.conflicts SET resolution = 'applied_remote' WHERE id = %lld",
+           c4);
+    et_sql(g_c,
+           "UPDATE softadastra.conflicts SET resolution = 'merged',"
+           " merged = '{\"name\": \"merged five\"}' WHERE id = %lld",
+           c5);
+    et_q1(g_c, v, sizeof v, "SELECT (softadastra.resolve_conflict(%lld, 'take_remote')).resolution",
+          c6);
     assert_string_equal(v, "applied_remote");
-    q1(v, sizeof v,
-       "SELECT (softadastra.resolve_conflict(%lld, 'merge', '{\"price\": \"99\"}')).resolution",
-       c7);
+    et_q1(g_c, v, sizeof v,
+          "SELECT (softadastra.resolve_conflict(%lld, 'merge', '{\"price\": \"99\"}')).resolution",
+          c7);
     assert_string_equal(v, "merged");
-    q1(v, sizeof v,
-       "SELECT count(*) FROM softadastra.conflicts WHERE id IN (%lld, %lld, %lld, %lld, %lld,"
-       " %lld, %lld) AND resolved_at IS NOT NULL AND resolved_by IS NOT NULL",
-       c1, c2, c3, c4, c5, c6, c7);
+    et_q1(g_c, v, sizeof v,
+          "SELECT count(*) FROM softadastra.conflicts WHERE id IN (%lld, %lld, %lld, %lld, %lld,"
+          " %lld, %lld) AND resolved_at IS NOT NULL AND resolved_by IS NOT NULL",
+          c1, c2, c3, c4, c5, c6, c7);
     assert_string_equal(v, "7");
 
     /* PostgreSQL holds each resolution ... */
-    q1(v, sizeof v,
-       "SELECT string_agg(id || '=' || name || '/' || price, ' ' ORDER BY id) FROM res"
-       " WHERE id IN (1, 2, 3, 4, 5, 6, 100)");
+    et_q1(g_c, v, sizeof v,
+          "SELECT string_agg(id || '=' || name || '/' || price, ' ' ORDER BY id) FROM res"
+          " WHERE id IN (1, 2, 3, 4, 5, 6, 100)");
     assert_string_equal(v, "1=a one/11 2=pg 2/200 3=merged three/33.3 4=a four/14 "
                            "5=merged five/15 100=pg hundred/99");
     /* ... and every edge converges to it, the watcher too */
@@ -841,14 +478,14 @@ static void test_e2e_conflicts_resolved_in_sql(void **state)
         expect_edge_val(es[i], "res", 100, "price", "99");
     }
     /* no edge wrote anything more: a resolution is PostgreSQL's change */
-    assert_int_equal(status(c).last_seq, 0);
-    assert_int_equal(status(a).last_seq, s7);
+    assert_int_equal(et_status(c).last_seq, 0);
+    assert_int_equal(et_status(a).last_seq, s7);
     /* each edge's own outcomes follow the DBA's decision (looked up again
      * every couple of seconds while they are open) */
     json_t *oa2 = NULL, *ob2 = NULL;
     for (int64_t end = it_now_ms() + 30000;; it_sleep_ms(250)) {
-        edge_sync(a);
-        edge_sync(b);
+        et_sync(a, 1);
+        et_sync(b, 1);
         json_decref(oa2);
         json_decref(ob2);
         oa2 = outcomes(a);
@@ -892,12 +529,12 @@ static void test_e2e_conflicts_resolved_in_sql(void **state)
  * local name/remote name/columns". */
 static void conflict_desc(const char *origin, uint64_t seq, char *out, size_t cap)
 {
-    q1(out, cap,
-       "SELECT kind || '/' || resolution || '/' || strategy || '/' || op_hlc || '/' ||"
-       " coalesce(local->>'name', '-') || '/' || coalesce(remote->>'name', '-') || '/' ||"
-       " array_to_string(columns, ',')"
-       " FROM softadastra.conflicts WHERE origin = '%s' AND op_seq = %" PRIu64,
-       origin, seq);
+    et_q1(g_c, out, cap,
+          "SELECT kind || '/' || resolution || '/' || strategy || '/' || op_hlc || '/' ||"
+          " coalesce(local->>'name', '-') || '/' || coalesce(remote->>'name', '-') || '/' ||"
+          " array_to_string(columns, ',')"
+          " FROM softadastra.conflicts WHERE origin = '%s' AND op_seq = %" PRIu64,
+          origin, seq);
 }
 
 /* (h1, o1) > (h2, o2), the order last-writer-wins decides by. */
@@ -916,16 +553,16 @@ static int clock_gt(uint64_t h1, const char *o1, uint64_t h2, const char *o2)
 static void test_e2e_conflicts_lww_offline_edges(void **state)
 {
     (void)state;
-    sql("SELECT softadastra.set_strategy('lww', 'lww')");
+    et_sql(g_c, "SELECT softadastra.set_strategy('lww', 'lww')");
     sa_edge *a = edge_create("lw_a"), *b = edge_create("lw_b"), *c = edge_create("lw_c");
     sa_edge *es[3] = {a, b, c};
     char v[512], want[512];
 
     /* 1: the earlier writer syncs first */
-    uint64_t a1 = put(a, "lww", "{\"id\": 1, \"name\": \"a one\", \"price\": \"11\"}");
+    uint64_t a1 = et_put(a, "lww", "{\"id\": 1, \"name\": \"a one\", \"price\": \"11\"}");
     uint64_t ha1 = edge_last_hlc("lw_a");
     wait_past_hlc(ha1);
-    uint64_t b1 = put(b, "lww", "{\"id\": 1, \"name\": \"b one\", \"price\": \"21\"}");
+    uint64_t b1 = et_put(b, "lww", "{\"id\": 1, \"name\": \"b one\", \"price\": \"21\"}");
     uint64_t hb1 = edge_last_hlc("lw_b");
     if (!clock_gt(hb1, "lw_b", ha1, "lw_a"))
         fail_msg("b wrote after a, yet its hlc %" PRIu64 " is not above a's %" PRIu64, hb1, ha1);
@@ -937,14 +574,14 @@ static void test_e2e_conflicts_lww_offline_edges(void **state)
     snprintf(want, sizeof want, "update_differ/applied_remote/lww/%" PRIu64 "/a one/b one/name,price",
              hb1);
     assert_string_equal(v, want);
-    q1(v, sizeof v, "SELECT count(*) FROM softadastra.conflicts WHERE origin = 'lw_a'");
+    et_q1(g_c, v, sizeof v, "SELECT count(*) FROM softadastra.conflicts WHERE origin = 'lw_a'");
     assert_string_equal(v, "0"); /* a's op applied without conflict */
 
     /* 2: the later writer syncs first */
-    uint64_t a2 = put(a, "lww", "{\"id\": 2, \"name\": \"a two\", \"price\": \"12\"}");
+    uint64_t a2 = et_put(a, "lww", "{\"id\": 2, \"name\": \"a two\", \"price\": \"12\"}");
     uint64_t ha2 = edge_last_hlc("lw_a");
     wait_past_hlc(ha2);
-    uint64_t b2 = put(b, "lww", "{\"id\": 2, \"name\": \"b two\", \"price\": \"22\"}");
+    uint64_t b2 = et_put(b, "lww", "{\"id\": 2, \"name\": \"b two\", \"price\": \"22\"}");
     uint64_t hb2 = edge_last_hlc("lw_b");
     if (!clock_gt(hb2, "lw_b", ha2, "lw_a"))
         fail_msg("b wrote after a, yet its hlc %" PRIu64 " is not above a's %" PRIu64, hb2, ha2);
@@ -958,15 +595,15 @@ static void test_e2e_conflicts_lww_offline_edges(void **state)
     long long ca2 = conflict_id("lw_a", a2);
 
     /* 3: plain SQL after an edge's offline write */
-    uint64_t a3 = put(a, "lww", "{\"id\": 3, \"name\": \"a three\", \"price\": \"13\"}");
+    uint64_t a3 = et_put(a, "lww", "{\"id\": 3, \"name\": \"a three\", \"price\": \"13\"}");
     uint64_t ha3 = edge_last_hlc("lw_a");
     wait_past_hlc(ha3);
-    sql("UPDATE lww SET name = 'pg three', price = 33 WHERE id = 3");
+    et_sql(g_c, "UPDATE lww SET name = 'pg three', price = 33 WHERE id = 3");
     /* the SQL write's clock (its commit timestamp, track_commit_timestamp
      * is on) is after a's write */
-    q1(v, sizeof v,
-       "SELECT (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000)::bigint FROM lww"
-       " WHERE id = 3");
+    et_q1(g_c, v, sizeof v,
+          "SELECT (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000)::bigint FROM lww"
+          " WHERE id = 3");
     if (strtoull(v, NULL, 10) <= ha3 >> 16)
         fail_msg("the SQL update committed at %s ms, not after a's write (%" PRIu64 " ms)", v,
                  ha3 >> 16);
@@ -979,9 +616,9 @@ static void test_e2e_conflicts_lww_offline_edges(void **state)
 
     /* every replica: the larger (hlc, origin) */
     converge(es, 3, "lww", 30000);
-    q1(v, sizeof v,
-       "SELECT string_agg(id || '=' || name || '/' || price, ' ' ORDER BY id) FROM lww"
-       " WHERE id <= 3");
+    et_q1(g_c, v, sizeof v,
+          "SELECT string_agg(id || '=' || name || '/' || price, ' ' ORDER BY id) FROM lww"
+          " WHERE id <= 3");
     assert_string_equal(v, "1=b one/21 2=b two/22 3=pg three/33");
     for (int i = 0; i < 3; i++) {
         expect_edge_val(es[i], "lww", 1, "name", "b one");
@@ -990,9 +627,9 @@ static void test_e2e_conflicts_lww_offline_edges(void **state)
     }
     /* the losers' conflicts rows: per op, exactly one (conflict_id checks),
      * for lw_a and lw_b only */
-    q1(v, sizeof v,
-       "SELECT string_agg(origin || ':' || op_seq, ' ' ORDER BY id) FROM softadastra.conflicts"
-       " WHERE table_name = 'public.lww'");
+    et_q1(g_c, v, sizeof v,
+          "SELECT string_agg(origin || ':' || op_seq, ' ' ORDER BY id) FROM softadastra.conflicts"
+          " WHERE table_name = 'public.lww'");
     snprintf(want, sizeof want, "lw_b:%" PRIu64 " lw_a:%" PRIu64 " lw_a:%" PRIu64, b1, a2, a3);
     assert_string_equal(v, want);
 
@@ -1039,20 +676,20 @@ static void test_e2e_conflicts_rejected_ops(void **state)
     (void)state;
     sa_edge *e = edge_create("rj"), *w = edge_create("rj_watch");
     sa_edge *es[2] = {e, w};
-    uint64_t s1 = put(e, "rej", "{\"id\": 51, \"name\": \"first\", \"price\": \"1.5\"}");
-    uint64_t s2 = put(e, "rej", "{\"id\": 2, \"price\": \"twelve\"}");
-    uint64_t s3 = put(e, "rej", "{\"id\": 53, \"name\": \"third\", \"price\": \"3.5\"}");
-    uint64_t s4 = put(e, "rej", "{\"id\": 3, \"name\": \"with a note\", \"note\": \"gone\"}");
-    uint64_t s5 = put(e, "rej", "{\"id\": 1, \"name\": \"fifth\"}");
+    uint64_t s1 = et_put(e, "rej", "{\"id\": 51, \"name\": \"first\", \"price\": \"1.5\"}");
+    uint64_t s2 = et_put(e, "rej", "{\"id\": 2, \"price\": \"twelve\"}");
+    uint64_t s3 = et_put(e, "rej", "{\"id\": 53, \"name\": \"third\", \"price\": \"3.5\"}");
+    uint64_t s4 = et_put(e, "rej", "{\"id\": 3, \"name\": \"with a note\", \"note\": \"gone\"}");
+    uint64_t s5 = et_put(e, "rej", "{\"id\": 1, \"name\": \"fifth\"}");
     expect_edge_val(e, "rej", 2, "price", "twelve"); /* reads show them, pending */
     expect_edge_val(e, "rej", 3, "note", "gone");
-    sql("ALTER TABLE rej DROP COLUMN note");
+    et_sql(g_c, "ALTER TABLE rej DROP COLUMN note");
 
     sync_until_applied(e, s5);
     char v[1024];
-    q1(v, sizeof v,
-       "SELECT string_agg(format('%%s|%%s|%%s', op_seq, op->>'table', message), E'\\n'"
-       " ORDER BY op_seq) FROM softadastra.rejections WHERE peer = 'rj'");
+    et_q1(g_c, v, sizeof v,
+          "SELECT string_agg(format('%%s|%%s|%%s', op_seq, op->>'table', message), E'\\n'"
+          " ORDER BY op_seq) FROM softadastra.rejections WHERE peer = 'rj'");
     char *nl = strchr(v, '\n');
     if (nl == NULL)
         fail_msg("expected two rejections, softadastra.rejections has: %s", v);
@@ -1065,12 +702,12 @@ static void test_e2e_conflicts_rejected_ops(void **state)
     snprintf(want, sizeof want, "%" PRIu64 "|", s4);
     if (strncmp(nl + 1, want, strlen(want)) != 0 || strstr(nl + 1, "note") == NULL)
         fail_msg("second rejection: %s", nl + 1);
-    q1(v, sizeof v, "SELECT count(*) FROM softadastra.conflicts WHERE origin = 'rj'");
+    et_q1(g_c, v, sizeof v, "SELECT count(*) FROM softadastra.conflicts WHERE origin = 'rj'");
     assert_string_equal(v, "0");
     /* the ops around them applied */
-    q1(v, sizeof v,
-       "SELECT string_agg(id || '=' || name || '/' || price, ' ' ORDER BY id) FROM rej"
-       " WHERE id IN (1, 2, 3, 51, 53)");
+    et_q1(g_c, v, sizeof v,
+          "SELECT string_agg(id || '=' || name || '/' || price, ' ' ORDER BY id) FROM rej"
+          " WHERE id IN (1, 2, 3, 51, 53)");
     assert_string_equal(v, "1=fifth/1.5 2=item 2/3.0 3=item 3/4.5 51=first/1.5 53=third/3.5");
 
     /* Convergence on every column PostgreSQL has.  Rows not written since
@@ -1088,7 +725,7 @@ static void test_e2e_conflicts_rejected_ops(void **state)
         expect_edge_val(es[i], "rej", 51, "note", "<absent>");
         expect_edge_val(es[i], "rej", 53, "note", "<absent>");
     }
-    sa_edge_status st = status(e);
+    sa_edge_status st = et_status(e);
     assert_int_equal(st.applied, s5);
     assert_int_equal(st.outcomes, 2);
     json_t *o = outcomes(e);
@@ -1125,43 +762,43 @@ static void test_e2e_conflicts_origins_no_loop(void **state)
     /* an edge that stays behind holds the WAL retention floor, so the
      * records read back below are all still there */
     sa_edge *idle = edge_create("og_idle");
-    uint64_t head0 = status(idle).head;
+    uint64_t head0 = et_status(idle).head;
     sa_edge *a = edge_create("og_a"), *b = edge_create("og_b");
     sa_edge *es[2] = {a, b};
-    uint64_t epoch = status(a).epoch;
-    put(a, "org", "{\"id\": 101, \"name\": \"a new\", \"price\": \"1\"}");
-    put(a, "org", "{\"id\": 1, \"name\": \"a renamed\"}");
-    del(a, "org", "{\"id\": 2}");
-    put(a, "org", "{\"id\": 102, \"name\": \"a newer\", \"price\": \"2\"}");
-    uint64_t n = put(a, "org", "{\"id\": 102, \"price\": \"3\"}");
+    uint64_t epoch = et_status(a).epoch;
+    et_put(a, "org", "{\"id\": 101, \"name\": \"a new\", \"price\": \"1\"}");
+    et_put(a, "org", "{\"id\": 1, \"name\": \"a renamed\"}");
+    et_del(a, "org", "{\"id\": 2}");
+    et_put(a, "org", "{\"id\": 102, \"name\": \"a newer\", \"price\": \"2\"}");
+    uint64_t n = et_put(a, "org", "{\"id\": 102, \"price\": \"3\"}");
     assert_int_equal(n, 5);
-    sa_edge_status st = status(a);
+    sa_edge_status st = et_status(a);
     assert_int_equal(st.overlay, 5);
     assert_int_equal(st.confirmed, 0);
 
     converge(es, 2, "org", 30000);
-    st = status(a);
+    st = et_status(a);
     assert_int_equal(st.overlay, 0);
     assert_int_equal(st.pending, 0);
     assert_true(st.confirmed >= n); /* its own ops came back as its own */
     assert_int_equal(st.outcomes, 0);
-    assert_int_equal(status(b).confirmed, 0);
+    assert_int_equal(et_status(b).confirmed, 0);
     expect_edge_val(b, "org", 101, "name", "a new");
     expect_edge_val(b, "org", 1, "name", "a renamed");
     expect_edge_val(b, "org", 2, "name", "<no row>");
     expect_edge_val(b, "org", 102, "price", "3");
 
     /* more rounds change nothing: no op goes round again */
-    uint64_t head = status(a).head;
+    uint64_t head = et_status(a).head;
     for (int i = 0; i < 3; i++) {
-        edge_sync(a);
-        edge_sync(b);
+        et_sync(a, 1);
+        et_sync(b, 1);
     }
-    assert_int_equal(status(a).head, head);
-    assert_int_equal(status(a).last_seq, n);
-    assert_int_equal(status(b).last_seq, 0);
-    assert_int_equal(applied_seq("og_a", epoch), n);
-    assert_int_equal(applied_seq("og_b", status(b).epoch), 0);
+    assert_int_equal(et_status(a).head, head);
+    assert_int_equal(et_status(a).last_seq, n);
+    assert_int_equal(et_status(b).last_seq, 0);
+    assert_int_equal(et_applied_seq(g_c, "og_a", epoch), n);
+    assert_int_equal(et_applied_seq(g_c, "og_b", et_status(b).epoch), 0);
 
     /* the bridge's WAL after the edges bootstrapped: exactly a's five
      * changes, each once, tagged og_a with its epoch and its op's seq */

@@ -30,8 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ingest_util.h"
-#include "sa/sa_edge.h"
+#include "edge_util.h"
 
 static sa_pgh *g_h;
 static PGconn *g_c;
@@ -39,20 +38,6 @@ static it_bridge g_b;
 static char g_data[1024], g_tmp[1024];
 static int g_skip, g_started, g_done;
 static int g_port;
-
-__attribute__((format(printf, 1, 2))) static void sql(const char *fmt, ...)
-{
-    char buf[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    PGresult *r = PQexec(g_c, buf);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-        fail_msg("%.300s: %s", buf, PQerrorMessage(g_c));
-    PQclear(r);
-}
 
 static void q1(const char *query, char *out, size_t cap)
 {
@@ -65,59 +50,27 @@ static void q1(const char *query, char *out, size_t cap)
 
 /* ---- the bridge ------------------------------------------------------ */
 
+/* Start the bridge on any port (into g_port), with extra_args (or NULL). */
 static void start_bridge(const char *const *extra_args)
 {
-    const char *extra[8] = {"--listen", "127.0.0.1:0", NULL};
-    for (int i = 0; extra_args != NULL && extra_args[i] != NULL && i < 4; i++)
-        extra[2 + i] = extra_args[i], extra[3 + i] = NULL;
-    long from = g_b.log[0] != '\0' ? it_log_size(&g_b) : 0;
-    if (it_bridge_start(&g_b, sa_pgh_conninfo(g_h), g_data, NULL, extra) != 0)
-        fail_msg("cannot start sa-bridge");
-    int st = 0;
-    if (it_wait_log(&g_b, from, "streaming from slot", 60000, &st) != 1) {
-        it_bridge_dump_log(&g_b, 40);
-        fail_msg("sa-bridge did not start streaming");
-    }
-    FILE *f = fopen(g_b.log, "r");
-    char line[4096];
-    const char *needle = "HTTP API v1 listening on 127.0.0.1:";
-    g_port = 0;
-    fseek(f, from, SEEK_SET);
-    while (fgets(line, sizeof line, f) != NULL) {
-        const char *p = strstr(line, needle);
-        if (p != NULL)
-            g_port = atoi(p + strlen(needle));
-    }
-    fclose(f);
-    if (g_port <= 0)
-        fail_msg("the bridge did not log its HTTP port");
+    g_port = et_bridge_start(&g_b, sa_pgh_conninfo(g_h), g_data, 0, extra_args);
 }
 
 static int group_setup(void **state)
 {
     (void)state;
-    sa_err err = {0};
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (sa_pgh_start(NULL, &g_h, &err) != 0) {
-        fprintf(stderr, "cannot start PostgreSQL: %s\n", err.msg);
-        return -1;
-    }
-    g_c = PQconnectdb(sa_pgh_conninfo(g_h));
-    PGresult *r = PQexec(g_c, "CREATE EXTENSION softadastra");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        printf("# SKIP: softadastra extension not installed: %s", PQresultErrorMessage(r));
-        PQclear(r);
-        g_skip = 1;
-        return 0;
-    }
-    PQclear(r);
+    int rc = et_group_start(&g_h, &g_c, &g_skip);
+    if (rc != 0 || g_skip)
+        return rc;
     for (int t = 1; t <= 5; t++)
-        sql("CREATE TABLE t%d (id int PRIMARY KEY, name text, price numeric);"
-            "INSERT INTO t%d SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 10) g;"
-            "SELECT softadastra.add_table('t%d')",
-            t, t, t);
+        et_sql(g_c,
+               "CREATE TABLE t%d (id int PRIMARY KEY, name text, price numeric);"
+               "INSERT INTO t%d SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 10) g;"
+               "SELECT softadastra.add_table('t%d')",
+               t, t, t);
     /* a table with no rows at all when edges bootstrap */
-    sql("CREATE TABLE empty6 (id int PRIMARY KEY, note text); SELECT softadastra.add_table('empty6')");
+    et_sql(g_c, "CREATE TABLE empty6 (id int PRIMARY KEY, note text); SELECT "
+                "softadastra.add_table('empty6')");
     it_data_dir(g_data, sizeof g_data, "edge-bridge");
     it_data_dir(g_tmp, sizeof g_tmp, "edge-edges");
     start_bridge(NULL);
@@ -127,35 +80,16 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    if (g_b.pid > 0)
-        it_bridge_stop(&g_b, SIGKILL);
     int failed = g_started != g_done;
-    if (failed && g_b.log[0] != '\0') {
-        fprintf(stderr, "---- sa-bridge log (%s) ----\n", g_b.log);
-        it_bridge_dump_log(&g_b, 60);
-    }
-    if (g_c != NULL)
-        PQfinish(g_c);
-    sa_pgh_stop(g_h);
-    if (g_data[0] != '\0') {
-        it_rmrf(g_data);
-        if (!failed)
-            unlink(g_b.log);
-    }
-    if (g_tmp[0] != '\0' && !failed)
-        it_rmrf(g_tmp);
-    curl_global_cleanup();
+    et_bridge_kill(&g_b, failed, 60);
+    et_group_end(g_c, g_h, &g_b, g_data, g_tmp, failed, 0);
     return 0;
 }
 
-/* Counts tests started; each counts itself done at its end, so the
- * teardown knows whether to keep the logs and directories. */
 static int test_setup(void **state)
 {
     (void)state;
-    if (g_skip)
-        skip();
-    g_started++;
+    et_test_begin(g_skip, &g_started);
     return 0;
 }
 
@@ -175,106 +109,25 @@ static void edge_dir(const char *name, char *out, size_t cap)
 /* Create peer `name` (a token) and an edge store for it. */
 static sa_edge *edge_init(const char *name)
 {
-    char q[256], token[128], dir[1100], url[64];
-    snprintf(q, sizeof q, "SELECT softadastra.create_peer('%s')", name);
-    q1(q, token, sizeof token);
+    char token[128], dir[1100];
+    et_peer_create(g_c, name, token, sizeof token);
     edge_dir(name, dir, sizeof dir);
-    sa_edge_options o;
-    sa_edge_options_init(&o);
-    o.create = 1;
-    o.peer = name;
-    o.token = token;
-    o.bridge = bridge_url(url, sizeof url);
-    sa_edge *e = NULL;
-    sa_err err = {0};
-    if (sa_edge_open(dir, &o, &e, &err) != 0)
-        fail_msg("sa_edge_open(create) %s: %s", dir, err.msg);
-    return e;
+    return et_edge_create(dir, name, token, g_port);
 }
 
+/* Open an existing edge; bridge NULL keeps the stored URL. */
 /* Open an existing edge; bridge NULL keeps the stored URL. */
 static sa_edge *edge_open(const char *name, const char *bridge)
 {
     char dir[1100];
     edge_dir(name, dir, sizeof dir);
-    sa_edge_options o;
-    sa_edge_options_init(&o);
-    o.bridge = bridge;
-    sa_edge *e = NULL;
-    sa_err err = {0};
-    if (sa_edge_open(dir, &o, &e, &err) != 0)
-        fail_msg("sa_edge_open %s: %s", dir, err.msg);
-    return e;
-}
-
-static void edge_sync(sa_edge *e)
-{
-    sa_err err = {0};
-    int rc = sa_edge_sync_once(e, 0, &err);
-    if (rc != 0)
-        fail_msg("sync: %s: %s", sa_err_name(rc), err.msg);
-}
-
-static void put(sa_edge *e, const char *table, const char *row)
-{
-    json_t *j = json_loads(row, 0, NULL);
-    sa_err err = {0};
-    uint64_t seq = 0;
-    assert_non_null(j);
-    int rc = sa_edge_put(e, table, j, &seq, &err);
-    json_decref(j);
-    if (rc != 0)
-        fail_msg("put %s %s: %s", table, row, err.msg);
-    assert_true(seq > 0);
-}
-
-static void del(sa_edge *e, const char *table, const char *key)
-{
-    json_t *j = json_loads(key, 0, NULL);
-    sa_err err = {0};
-    int rc = sa_edge_delete(e, table, j, NULL, &err);
-    json_decref(j);
-    if (rc != 0)
-        fail_msg("delete %s %s: %s", table, key, err.msg);
-}
-
-static sa_edge_status status(sa_edge *e)
-{
-    sa_edge_status st;
-    sa_err err = {0};
-    if (sa_edge_status_get(e, &st, &err) != 0)
-        fail_msg("status: %s", err.msg);
-    return st;
+    return et_edge_open(dir, bridge);
 }
 
 /* ---- rows, row by row ------------------------------------------------- */
 
-typedef struct rows {
-    char **v;
-    size_t n, cap;
-} rows;
-
-static void rows_add(rows *r, char *line)
-{
-    if (r->n == r->cap) {
-        r->cap = r->cap ? 2 * r->cap : 64;
-        r->v = realloc(r->v, r->cap * sizeof *r->v);
-    }
-    r->v[r->n++] = line;
-}
-
-static void rows_free(rows *r)
-{
-    for (size_t i = 0; i < r->n; i++)
-        free(r->v[i]);
-    free(r->v);
-    memset(r, 0, sizeof *r);
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
+/* Rows as sorted lines "id|name|price|ncols" (id zero-padded). */
+typedef et_strv rows;
 
 /* One JSON value as PostgreSQL's text ("\N" for NULL). */
 static void val_text(json_t *v, char *out, size_t cap)
@@ -297,7 +150,7 @@ static int rows_cb(const json_t *row, void *ctx)
     val_text(json_object_get(cols, "name"), name, sizeof name);
     val_text(json_object_get(cols, "price"), price, sizeof price);
     snprintf(line, 512, "%010lld|%s|%s|%zu", atoll(id), name, price, json_object_size(cols));
-    rows_add(ctx, line);
+    et_strv_add(ctx, line);
     return 0;
 }
 
@@ -307,7 +160,7 @@ static rows edge_rows(sa_edge *e, const char *table)
     sa_err err = {0};
     if (sa_edge_list(e, table, rows_cb, &r, &err) != 0)
         fail_msg("list %s: %s", table, err.msg);
-    qsort(r.v, r.n, sizeof *r.v, cmp_str);
+    et_strv_sort(&r);
     return r;
 }
 
@@ -324,10 +177,10 @@ static rows pg_rows(const char *table)
         snprintf(line, 512, "%010lld|%s|%s|3", atoll(PQgetvalue(res, i, 0)),
                  PQgetisnull(res, i, 1) ? "\\N" : PQgetvalue(res, i, 1),
                  PQgetisnull(res, i, 2) ? "\\N" : PQgetvalue(res, i, 2));
-        rows_add(&r, line);
+        et_strv_add(&r, line);
     }
     PQclear(res);
-    qsort(r.v, r.n, sizeof *r.v, cmp_str);
+    et_strv_sort(&r);
     return r;
 }
 
@@ -353,20 +206,20 @@ static void converge(sa_edge **es, int n, const char *table, int timeout_ms)
     for (int64_t end = it_now_ms() + timeout_ms;; it_sleep_ms(100)) {
         int ok = 1;
         for (int i = 0; i < n; i++)
-            edge_sync(es[i]);
+            et_sync(es[i], 1);
         rows p = pg_rows(table);
         for (int i = 0; i < n && ok; i++) {
             rows r = edge_rows(es[i], table);
-            sa_edge_status st = status(es[i]);
+            sa_edge_status st = et_status(es[i]);
             ok = rows_equal(&r, &p, why, sizeof why);
             if (ok && (st.pending != 0 || st.overlay != 0)) {
                 snprintf(why, sizeof why, "edge %d: %llu pending, %llu in the overlay", i,
                          (unsigned long long)st.pending, (unsigned long long)st.overlay);
                 ok = 0;
             }
-            rows_free(&r);
+            et_strv_free(&r);
         }
-        rows_free(&p);
+        et_strv_free(&p);
         if (ok)
             return;
         if (it_now_ms() >= end)
@@ -399,29 +252,29 @@ static void test_edge_bootstrap_then_changes(void **state)
 {
     (void)state;
     sa_edge *e = edge_init("boot");
-    sa_edge_status st = status(e);
+    sa_edge_status st = et_status(e);
     assert_string_equal(st.instance, ""); /* nothing before the first sync */
     assert_true(st.epoch > 0);
-    edge_sync(e);
-    st = status(e);
+    et_sync(e, 1);
+    st = et_status(e);
     assert_int_equal(strlen(st.instance), 32);
     assert_true(st.cursor > 0);
     rows r = edge_rows(e, "t1"), p = pg_rows("t1");
     char why[512];
     if (!rows_equal(&r, &p, why, sizeof why))
         fail_msg("after bootstrap: %s", why);
-    rows_free(&r);
-    rows_free(&p);
+    et_strv_free(&r);
+    et_strv_free(&p);
 
-    sql("INSERT INTO t1 VALUES (50, 'from pg', 9.99);"
-        "UPDATE t1 SET name = 'renamed', price = NULL WHERE id = 3;"
-        "DELETE FROM t1 WHERE id = 4");
+    et_sql(g_c, "INSERT INTO t1 VALUES (50, 'from pg', 9.99);"
+                "UPDATE t1 SET name = 'renamed', price = NULL WHERE id = 3;"
+                "DELETE FROM t1 WHERE id = 4");
     sa_edge *es[1] = {e};
     converge(es, 1, "t1", 20000);
     expect_row(e, "t1", "{\"id\": 50}", "from pg");
     expect_row(e, "t1", "{\"id\": 3}", "renamed");
     expect_row(e, "t1", "{\"id\": 4}", NULL);
-    assert_true(status(e).cursor > st.cursor);
+    assert_true(et_status(e).cursor > st.cursor);
     sa_edge_close(e);
     g_done++;
 }
@@ -430,20 +283,20 @@ static void test_edge_two_edges_converge(void **state)
 {
     (void)state;
     sa_edge *a = edge_init("conv_a"), *b = edge_init("conv_b");
-    edge_sync(a);
-    edge_sync(b);
+    et_sync(a, 1);
+    et_sync(b, 1);
     sa_edge_close(a);
 
     /* a goes offline: its bridge is unreachable; writes still work */
     a = edge_open("conv_a", "http://127.0.0.1:1");
-    put(a, "t2", "{\"id\": 101, \"name\": \"from a\", \"price\": 1.25}");
-    put(a, "t2", "{\"id\": 1, \"name\": \"a was here\"}");
-    del(a, "t2", "{\"id\": 2}");
-    put(a, "t2", "{\"id\": 7, \"name\": \"a names 7\"}");
+    et_put(a, "t2", "{\"id\": 101, \"name\": \"from a\", \"price\": 1.25}");
+    et_put(a, "t2", "{\"id\": 1, \"name\": \"a was here\"}");
+    et_del(a, "t2", "{\"id\": 2}");
+    et_put(a, "t2", "{\"id\": 7, \"name\": \"a names 7\"}");
     sa_err err = {0};
     int rc = sa_edge_sync_once(a, 0, &err);
     assert_int_equal(rc, SA_EIO);
-    sa_edge_status st = status(a);
+    sa_edge_status st = et_status(a);
     assert_int_equal(st.pending, 4);
     assert_true(st.attempts >= 1);
     assert_true(st.last_error[0] != '\0');
@@ -452,13 +305,13 @@ static void test_edge_two_edges_converge(void **state)
     expect_row(a, "t2", "{\"id\": 2}", NULL);
 
     /* b writes without syncing; PostgreSQL writes too */
-    put(b, "t2", "{\"id\": 201, \"name\": \"from b\"}");
-    put(b, "t2", "{\"id\": 3, \"name\": \"b was here\", \"price\": \"33.5\"}");
-    del(b, "t2", "{\"id\": 4}");
-    put(b, "t2", "{\"id\": 7, \"price\": 77}"); /* another column of row 7 */
-    sql("INSERT INTO t2 VALUES (300, 'from pg', 3);"
-        "UPDATE t2 SET name = 'pg was here' WHERE id = 5;"
-        "DELETE FROM t2 WHERE id = 6");
+    et_put(b, "t2", "{\"id\": 201, \"name\": \"from b\"}");
+    et_put(b, "t2", "{\"id\": 3, \"name\": \"b was here\", \"price\": \"33.5\"}");
+    et_del(b, "t2", "{\"id\": 4}");
+    et_put(b, "t2", "{\"id\": 7, \"price\": 77}"); /* another column of row 7 */
+    et_sql(g_c, "INSERT INTO t2 VALUES (300, 'from pg', 3);"
+                "UPDATE t2 SET name = 'pg was here' WHERE id = 5;"
+                "DELETE FROM t2 WHERE id = 6");
 
     /* back online */
     sa_edge_close(a);
@@ -473,7 +326,7 @@ static void test_edge_two_edges_converge(void **state)
     assert_string_equal(v, "0");
     expect_row(b, "t2", "{\"id\": 101}", "from a");
     expect_row(a, "t2", "{\"id\": 201}", "from b");
-    st = status(a);
+    st = et_status(a);
     assert_int_equal(st.attempts, 0); /* a success reset the failures */
     assert_int_equal(st.accepted, 4);
     assert_int_equal(st.applied, 4);
@@ -486,7 +339,7 @@ static void test_edge_write_survives_kill(void **state)
 {
     (void)state;
     sa_edge *e = edge_init("killed");
-    edge_sync(e);
+    et_sync(e, 1);
     sa_edge_close(e);
     pid_t pid = fork();
     if (pid == 0) {
@@ -502,19 +355,19 @@ static void test_edge_write_survives_kill(void **state)
     waitpid(pid, &ws, 0);
     assert_true(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
     e = edge_open("killed", NULL);
-    sa_edge_status st = status(e);
+    sa_edge_status st = et_status(e);
     assert_int_equal(st.pending, 1);
     assert_int_equal(st.last_seq, 1);
     expect_row(e, "t3", "{\"id\": 401}", "before the kill");
     sa_edge *es[1] = {e};
     converge(es, 1, "t3", 20000);
-    edge_sync(e); /* once more: nothing is sent twice */
+    et_sync(e, 1); /* once more: nothing is sent twice */
     char v[64];
     q1("SELECT count(*) FROM t3 WHERE id = 401", v, sizeof v);
     assert_string_equal(v, "1");
     q1("SELECT applied_seq FROM softadastra.peer_progress WHERE peer = 'killed'", v, sizeof v);
     assert_string_equal(v, "1");
-    assert_int_equal(status(e).last_seq, 1);
+    assert_int_equal(et_status(e).last_seq, 1);
     sa_edge_close(e);
     g_done++;
 }
@@ -528,7 +381,7 @@ static void test_edge_bad_input_refused(void **state)
     /* before any sync no table is known */
     assert_int_equal(sa_edge_put(e, "t5", row, NULL, &err), SA_ENOTFOUND);
     assert_non_null(strstr(err.msg, "sync"));
-    edge_sync(e);
+    et_sync(e, 1);
     assert_int_equal(sa_edge_put(e, "no_such_table", row, NULL, &err), SA_EINVAL);
     assert_non_null(strstr(err.msg, "unknown table \"public.no_such_table\""));
     json_decref(row);
@@ -553,13 +406,13 @@ static void test_edge_bad_input_refused(void **state)
     json_t *key = json_loads("{\"id\": 12345}", 0, NULL);
     assert_int_equal(sa_edge_delete(e, "t5", key, NULL, &err), SA_ENOTFOUND);
     json_decref(key);
-    assert_int_equal(status(e).last_seq, 0); /* nothing was queued */
+    assert_int_equal(et_status(e).last_seq, 0); /* nothing was queued */
     rows r = edge_rows(e, "t5"), p = pg_rows("t5");
     char why[512];
     if (!rows_equal(&r, &p, why, sizeof why))
         fail_msg("bad input changed the replica: %s", why);
-    rows_free(&r);
-    rows_free(&p);
+    et_strv_free(&r);
+    et_strv_free(&p);
     sa_edge_close(e);
     g_done++;
 }
@@ -570,13 +423,13 @@ static void test_edge_empty_table_writable(void **state)
 {
     (void)state;
     sa_edge *e = edge_init("empty");
-    edge_sync(e);
+    et_sync(e, 1);
     sa_err err = {0};
     json_t *row = json_loads("{\"id\": 1, \"note\": \"first row, from an edge\"}", 0, NULL);
     if (sa_edge_put(e, "empty6", row, NULL, &err) != 0)
         fail_msg("put into a table empty at bootstrap: %s", err.msg);
     json_decref(row);
-    edge_sync(e);
+    et_sync(e, 1);
     char *v = NULL;
     for (int64_t end = it_now_ms() + 20000; it_now_ms() < end; it_sleep_ms(200)) {
         PGresult *r = PQexec(g_c, "SELECT note FROM empty6 WHERE id = 1");
@@ -607,10 +460,10 @@ static void test_edge_conflict_recorded(void **state)
 {
     (void)state;
     sa_edge *e = edge_init("confl");
-    edge_sync(e);
-    put(e, "t5", "{\"id\": 8, \"name\": \"edge eight\"}");
+    et_sync(e, 1);
+    et_put(e, "t5", "{\"id\": 8, \"name\": \"edge eight\"}");
     it_sleep_ms(20);
-    sql("UPDATE t5 SET name = 'pg eight' WHERE id = 8");
+    et_sql(g_c, "UPDATE t5 SET name = 'pg eight' WHERE id = 8");
     sa_edge *es[1] = {e};
     converge(es, 1, "t5", 20000);
     expect_row(e, "t5", "{\"id\": 8}", "pg eight");
@@ -625,7 +478,7 @@ static void test_edge_conflict_recorded(void **state)
     assert_string_equal(json_string_value(json_object_get(o, "table")), "public.t5");
     assert_true(json_integer_value(json_object_get(o, "conflict_id")) > 0);
     json_decref(arr);
-    assert_int_equal(status(e).outcomes, 1);
+    assert_int_equal(et_status(e).outcomes, 1);
     sa_edge_close(e);
     g_done++;
 }
@@ -635,14 +488,14 @@ static void test_edge_resnapshot_keeps_pending(void **state)
 {
     (void)state;
     sa_edge *e = edge_init("resnap");
-    edge_sync(e);
-    sa_edge_status before = status(e);
+    et_sync(e, 1);
+    sa_edge_status before = et_status(e);
     sa_edge_close(e);
 
     /* offline writes */
     e = edge_open("resnap", NULL);
-    put(e, "t4", "{\"id\": 501, \"name\": \"pending\"}");
-    put(e, "t4", "{\"id\": 1, \"name\": \"also pending\"}");
+    et_put(e, "t4", "{\"id\": 501, \"name\": \"pending\"}");
+    et_put(e, "t4", "{\"id\": 1, \"name\": \"also pending\"}");
     sa_edge_close(e);
 
     /* the bridge's data directory is replaced: a new instance, on its own
@@ -651,12 +504,12 @@ static void test_edge_resnapshot_keeps_pending(void **state)
     it_rmrf(g_data);
     const char *args[] = {"--slot", "sa_edge_test_2", NULL};
     start_bridge(args);
-    sql("INSERT INTO t4 VALUES (600, 'after the switch', 6)");
+    et_sql(g_c, "INSERT INTO t4 VALUES (600, 'after the switch', 6)");
 
     char url[64];
     e = edge_open("resnap", bridge_url(url, sizeof url));
-    edge_sync(e);
-    sa_edge_status st = status(e);
+    et_sync(e, 1);
+    sa_edge_status st = et_status(e);
     if (strcmp(st.instance, before.instance) == 0)
         fail_msg("the edge still follows instance %s", st.instance);
     /* the pending writes are still visible after the re-bootstrap */

@@ -45,14 +45,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ingest_util.h"
-#include "sa/sa_buf.h"
-#include "sa/sa_edge.h"
+#include "edge_util.h"
 
 static sa_pgh *g_h;
 static PGconn *g_c;
 static it_bridge g_b;
-static char g_data[1024], g_tmp[1024], g_self[1024], g_clog[1100];
+static char g_data[1024], g_tmp[1024], g_self[1024];
 static int g_skip, g_started, g_done;
 static int g_port;
 static uint64_t g_seed;
@@ -86,37 +84,6 @@ static void rng_seed(uint64_t s)
     if (g_rng == 0)
         g_rng = 1;
     rnd();
-}
-
-/* ---- SQL ---------------------------------------------------------------- */
-
-__attribute__((format(printf, 1, 2))) static void sql(const char *fmt, ...)
-{
-    char buf[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    PGresult *r = PQexec(g_c, buf);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-        fail_msg("%.300s: %s", buf, PQerrorMessage(g_c));
-    PQclear(r);
-}
-
-/* One value of a one-row query ("" for SQL NULL or no row). */
-__attribute__((format(printf, 3, 4))) static void q1(char *out, size_t cap, const char *fmt, ...)
-{
-    char buf[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    PGresult *r = PQexec(g_c, buf);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", buf, PQerrorMessage(g_c));
-    snprintf(out, cap, "%s", PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "");
-    PQclear(r);
 }
 
 /* ---- the ops an edge writes: a function of their seq -------------------- */
@@ -384,59 +351,13 @@ static int child_main(int argc, char **argv)
 }
 
 /* Children still running: killed by the next test's setup or the group's
- * teardown when a test failed halfway. */
-static pid_t g_kids[16];
+ * teardown when a test failed halfway; their output goes to g_kids.log. */
+static et_kids g_kids;
 
-static void kids_forget(pid_t pid)
-{
-    for (size_t i = 0; i < sizeof g_kids / sizeof g_kids[0]; i++)
-        if (g_kids[i] == pid)
-            g_kids[i] = 0;
-}
-
-static void kids_kill_all(void)
-{
-    for (size_t i = 0; i < sizeof g_kids / sizeof g_kids[0]; i++)
-        if (g_kids[i] > 0) {
-            kill(g_kids[i], SIGKILL);
-            waitpid(g_kids[i], NULL, 0);
-            g_kids[i] = 0;
-        }
-}
-
-/* Wait for child pid (a blocking waitpid, or WNOHANG); forgets it once
- * reaped.  As waitpid. */
-static pid_t kid_wait(pid_t pid, int *status, int flags)
-{
-    pid_t r = waitpid(pid, status, flags);
-    if (r == pid)
-        kids_forget(pid);
-    return r;
-}
-
-/* Start argv[0] (a path) with stdout and stderr appended to g_clog. */
+/* Start argv[0] (a path, or g_self) with its output in g_kids.log. */
 static pid_t spawn(const char *const *argv)
 {
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(g_clog, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        /* this very binary, even if the build replaced the file since */
-        execv(argv[0] == g_self ? "/proc/self/exe" : argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    if (pid < 0)
-        fail_msg("fork: %s", strerror(errno));
-    for (size_t i = 0; i < sizeof g_kids / sizeof g_kids[0]; i++)
-        if (g_kids[i] == 0) {
-            g_kids[i] = pid;
-            break;
-        }
-    return pid;
+    return et_spawn(&g_kids, g_self, argv, 0);
 }
 
 static pid_t spawn_pgwriter(const char *table, long long first, int maxrows)
@@ -463,26 +384,11 @@ static pid_t spawn_edge(const char *dir, const char *table, long long base, int 
     return spawn(argv);
 }
 
-static void clog_dump(int lines)
-{
-    char cmd[1300];
-    snprintf(cmd, sizeof cmd, "tail -n %d '%s' >&2", lines, g_clog);
-    if (system(cmd) != 0)
-        fprintf(stderr, "(no child log)\n");
-}
-
 /* SIGTERM a looping child and wait (at most timeout_ms, then SIGKILL);
  * its exit code, or -1 when it had to be killed. */
 static int stop_child(pid_t pid, int sig, int timeout_ms)
 {
-    int st = 0;
-    kill(pid, sig);
-    for (int64_t end = it_now_ms() + timeout_ms; it_now_ms() < end; it_sleep_ms(10))
-        if (kid_wait(pid, &st, WNOHANG) == pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    kill(pid, SIGKILL);
-    kid_wait(pid, &st, 0);
-    return -1;
+    return et_kid_stop(&g_kids, pid, sig, timeout_ms, 0, NULL);
 }
 
 /* Let child pid run for delay_ms, then SIGKILL it unless it ended: 1 when
@@ -491,10 +397,10 @@ static int kill_after(pid_t pid, int delay_ms, int *ws)
 {
     int exited = 0;
     for (int64_t end = it_now_ms() + delay_ms; it_now_ms() < end && !exited; it_sleep_ms(1))
-        exited = kid_wait(pid, ws, WNOHANG) == pid;
+        exited = et_kid_wait(&g_kids, pid, ws, WNOHANG) == pid;
     if (!exited) {
         kill(pid, SIGKILL);
-        kid_wait(pid, ws, 0);
+        et_kid_wait(&g_kids, pid, ws, 0);
     }
     return WIFSIGNALED(*ws) && WTERMSIG(*ws) == SIGKILL;
 }
@@ -504,51 +410,12 @@ static int kill_after(pid_t pid, int delay_ms, int *ws)
 /* Start the bridge on port (0: any; the port it took goes to g_port). */
 static void start_bridge(int port, const char *const *extra_args)
 {
-    char listen[64];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    const char *extra[12] = {"--listen", listen, NULL};
-    for (int i = 0; extra_args != NULL && extra_args[i] != NULL && i < 8; i++)
-        extra[2 + i] = extra_args[i], extra[3 + i] = NULL;
-    long from = g_b.log[0] != '\0' ? it_log_size(&g_b) : 0;
-    if (it_bridge_start(&g_b, sa_pgh_conninfo(g_h), g_data, NULL, extra) != 0)
-        fail_msg("cannot start sa-bridge");
-    int st = 0;
-    if (it_wait_log(&g_b, from, "streaming from slot", 60000, &st) != 1) {
-        it_bridge_dump_log(&g_b, 40);
-        fail_msg("sa-bridge did not start streaming");
-    }
-    FILE *f = fopen(g_b.log, "r");
-    char line[4096];
-    const char *needle = "HTTP API v1 listening on 127.0.0.1:";
-    int got = 0;
-    fseek(f, from, SEEK_SET);
-    while (fgets(line, sizeof line, f) != NULL) {
-        const char *p = strstr(line, needle);
-        if (p != NULL)
-            got = atoi(p + strlen(needle));
-    }
-    fclose(f);
-    if (got <= 0 || (port != 0 && got != port))
-        fail_msg("the bridge did not log its HTTP port (asked %d, got %d)", port, got);
-    g_port = got;
-}
-
-/* Stop the bridge with sig; a SIGTERM must end it within 15 s. */
-static void stop_bridge(int sig)
-{
-    int status = 0;
-    kill(g_b.pid, sig);
-    if (!it_wait_exit(&g_b, 15000, &status)) {
-        it_bridge_dump_log(&g_b, 30);
-        it_bridge_stop(&g_b, SIGKILL);
-        fail_msg("sa-bridge did not stop within 15 s of signal %d", sig);
-    }
+    g_port = et_bridge_start(&g_b, sa_pgh_conninfo(g_h), g_data, port, extra_args);
 }
 
 static int group_setup(void **state)
 {
     (void)state;
-    sa_err err = {0};
     const char *env = getenv("SA_TEST_SEED");
     g_seed =
         env && env[0] ? strtoull(env, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
@@ -560,28 +427,18 @@ static int group_setup(void **state)
         return -1;
     }
     g_self[n] = '\0';
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (sa_pgh_start(NULL, &g_h, &err) != 0) {
-        fprintf(stderr, "cannot start PostgreSQL: %s\n", err.msg);
-        return -1;
-    }
-    g_c = PQconnectdb(sa_pgh_conninfo(g_h));
-    PGresult *r = PQexec(g_c, "CREATE EXTENSION softadastra");
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        printf("# SKIP: softadastra extension not installed: %s", PQresultErrorMessage(r));
-        PQclear(r);
-        g_skip = 1;
-        return 0;
-    }
-    PQclear(r);
+    int rc = et_group_start(&g_h, &g_c, &g_skip);
+    if (rc != 0 || g_skip)
+        return rc;
     for (int t = 1; t <= 4; t++)
-        sql("CREATE TABLE f%d (id bigint PRIMARY KEY, name text, price numeric);"
-            "INSERT INTO f%d SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, %d) g;"
-            "SELECT softadastra.add_table('f%d')",
-            t, t, PG_ROWS, t);
+        et_sql(g_c,
+               "CREATE TABLE f%d (id bigint PRIMARY KEY, name text, price numeric);"
+               "INSERT INTO f%d SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, %d) g;"
+               "SELECT softadastra.add_table('f%d')",
+               t, t, PG_ROWS, t);
     it_data_dir(g_data, sizeof g_data, "edgefault-bridge");
     it_data_dir(g_tmp, sizeof g_tmp, "edgefault-edges");
-    snprintf(g_clog, sizeof g_clog, "%s/children.log", g_tmp);
+    snprintf(g_kids.log, sizeof g_kids.log, "%s/children.log", g_tmp);
     start_bridge(0, NULL);
     return 0;
 }
@@ -589,27 +446,14 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    kids_kill_all();
-    if (g_b.pid > 0)
-        it_bridge_stop(&g_b, SIGKILL);
+    et_kids_kill_all(&g_kids);
     int failed = g_started != g_done;
+    et_bridge_kill(&g_b, failed, 60);
     if (failed && g_b.log[0] != '\0') {
-        fprintf(stderr, "---- sa-bridge log (%s) ----\n", g_b.log);
-        it_bridge_dump_log(&g_b, 60);
-        fprintf(stderr, "---- children's log (%s) ----\n", g_clog);
-        clog_dump(40);
+        fprintf(stderr, "---- children's log (%s) ----\n", g_kids.log);
+        et_kids_dump_log(&g_kids, 40);
     }
-    if (g_c != NULL)
-        PQfinish(g_c);
-    sa_pgh_stop(g_h);
-    if (g_data[0] != '\0') {
-        it_rmrf(g_data);
-        if (!failed)
-            unlink(g_b.log);
-    }
-    if (g_tmp[0] != '\0' && !failed)
-        it_rmrf(g_tmp);
-    curl_global_cleanup();
+    et_group_end(g_c, g_h, &g_b, g_data, g_tmp, failed, 0);
     return 0;
 }
 
@@ -618,7 +462,7 @@ static int test_setup(void **state)
     (void)state;
     if (g_skip)
         skip();
-    kids_kill_all(); /* a failed test's */
+    et_kids_kill_all(&g_kids); /* a failed test's */
     int ws;
     if (g_b.pid <= 0 || it_bridge_exited(&g_b, &ws)) /* a failed test's too */
         start_bridge(g_port, NULL);
@@ -638,7 +482,7 @@ static void edge_dir(const char *name, char *out, size_t cap)
 static void peer_create(const char *name, char *token)
 {
     char t[128];
-    q1(t, sizeof t, "SELECT softadastra.create_peer('%s')", name);
+    et_peer_create(g_c, name, t, sizeof t);
     if (token != NULL)
         snprintf(token, 128, "%s", t);
 }
@@ -646,271 +490,25 @@ static void peer_create(const char *name, char *token)
 /* A new edge store for peer name with token. */
 static sa_edge *edge_create(const char *name, const char *token)
 {
-    char dir[1100], url[64];
+    char dir[1100];
     edge_dir(name, dir, sizeof dir);
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", g_port);
-    sa_edge_options o;
-    sa_edge_options_init(&o);
-    o.create = 1;
-    o.peer = name;
-    o.token = token;
-    o.bridge = url;
-    sa_edge *e = NULL;
-    sa_err err = {0};
-    if (sa_edge_open(dir, &o, &e, &err) != 0)
-        fail_msg("sa_edge_open(create) %s: %s", dir, err.msg);
-    return e;
+    return et_edge_create(dir, name, token, g_port);
 }
 
 static sa_edge *edge_open(const char *name)
 {
     char dir[1100];
     edge_dir(name, dir, sizeof dir);
-    sa_edge_options o;
-    sa_edge_options_init(&o);
-    sa_edge *e = NULL;
-    sa_err err = {0};
-    if (sa_edge_open(dir, &o, &e, &err) != 0)
-        fail_msg("sa_edge_open %s: %s", dir, err.msg);
-    return e;
+    return et_edge_open(dir, NULL);
 }
 
-static sa_edge_status status(sa_edge *e)
-{
-    sa_edge_status st;
-    sa_err err = {0};
-    if (sa_edge_status_get(e, &st, &err) != 0)
-        fail_msg("status: %s", err.msg);
-    return st;
-}
+/* ---- rows, row by row (edge_util.h) ---------------------------------- */
 
-static int edge_sync(sa_edge *e, int must)
-{
-    sa_err err = {0};
-    int rc = sa_edge_sync_once(e, 0, &err);
-    if (rc != 0 && must)
-        fail_msg("sync: %s: %s", sa_err_name(rc), err.msg);
-    return rc;
-}
-
-/* ---- rows, row by row ------------------------------------------------- */
-
-/* A row as "key" (the id, zero-padded so text order is numeric order) and
- * "line" (every column name=value, 0x1f between columns, NULL as \N). */
-typedef struct row {
-    char key[32];
-    char *line;
-} row;
-
-typedef struct rows {
-    row *v;
-    size_t n, cap;
-} rows;
-
-static void rows_add(rows *r, const char *key, char *line)
-{
-    if (r->n == r->cap) {
-        r->cap = r->cap ? 2 * r->cap : 256;
-        r->v = realloc(r->v, r->cap * sizeof *r->v);
-    }
-    snprintf(r->v[r->n].key, sizeof r->v[r->n].key, "%020lld", atoll(key));
-    r->v[r->n++].line = line;
-}
-
-static void rows_free(rows *r)
-{
-    for (size_t i = 0; i < r->n; i++)
-        free(r->v[i].line);
-    free(r->v);
-    memset(r, 0, sizeof *r);
-}
-
-static int row_cmp(const void *a, const void *b)
-{
-    return strcmp(((const row *)a)->key, ((const row *)b)->key);
-}
-
-/* The table's columns in order (names malloc'd; *n). */
-static char **pg_columns(const char *table, int *n)
-{
-    char q[512];
-    snprintf(q, sizeof q, "SELECT * FROM %s LIMIT 0", table);
-    PGresult *r = PQexec(g_c, q);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", q, PQerrorMessage(g_c));
-    *n = PQnfields(r);
-    char **v = calloc((size_t)*n, sizeof *v);
-    for (int i = 0; i < *n; i++)
-        v[i] = strdup(PQfname(r, i));
-    PQclear(r);
-    return v;
-}
-
-static void columns_free(char **v, int n)
-{
-    for (int i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
-/* One JSON value as PostgreSQL's text form (\N for NULL). */
-static char *val_text(const json_t *v)
-{
-    char buf[64];
-    if (v == NULL)
-        return strdup("<absent>");
-    if (json_is_null(v))
-        return strdup("\\N");
-    if (json_is_string(v))
-        return strdup(json_string_value(v));
-    if (json_is_integer(v)) {
-        snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(v));
-        return strdup(buf);
-    }
-    if (json_is_true(v))
-        return strdup("t");
-    if (json_is_false(v))
-        return strdup("f");
-    if (json_is_real(v)) {
-        snprintf(buf, sizeof buf, "%.17g", json_real_value(v));
-        return strdup(buf);
-    }
-    return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-}
-
-typedef struct list_ctx {
-    rows *r;
-    char **cols;
-    int ncols;
-} list_ctx;
-
-static int list_cb(const json_t *jr, void *vctx)
-{
-    list_ctx *c = vctx;
-    json_t *cols = json_object_get(jr, "cols");
-    size_t len = 64, used = 0;
-    char *line = malloc(len), *key = NULL;
-    line[0] = '\0';
-    for (int k = 0; k < c->ncols; k++) {
-        char *v = val_text(json_object_get(cols, c->cols[k]));
-        size_t need = used + strlen(c->cols[k]) + strlen(v) + 4;
-        if (need > len)
-            line = realloc(line, len = 2 * need);
-        used += (size_t)sprintf(line + used, "%s%s=%s", k ? "\x1f" : "", c->cols[k], v);
-        if (k == 0)
-            key = strdup(v);
-        free(v);
-    }
-    if (json_object_size(cols) != (size_t)c->ncols) {
-        line = realloc(line, used + 64);
-        sprintf(line + used, "\x1f(%zu columns)", json_object_size(cols));
-    }
-    rows_add(c->r, key ? key : "0", line);
-    free(key);
-    return 0;
-}
-
-static rows edge_rows(sa_edge *e, const char *table, char **cols, int ncols)
-{
-    rows r = {0};
-    list_ctx c = {&r, cols, ncols};
-    sa_err err = {0};
-    if (sa_edge_list(e, table, list_cb, &c, &err) != 0)
-        fail_msg("list %s: %s", table, err.msg);
-    qsort(r.v, r.n, sizeof *r.v, row_cmp);
-    return r;
-}
-
-static rows pg_rows(const char *table, char **cols, int ncols)
-{
-    rows r = {0};
-    char q[512];
-    snprintf(q, sizeof q, "SELECT * FROM %s", table);
-    PGresult *res = PQexec(g_c, q);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != ncols)
-        fail_msg("%s: %s", q, PQerrorMessage(g_c));
-    for (int i = 0; i < PQntuples(res); i++) {
-        size_t len = 1;
-        for (int k = 0; k < ncols; k++)
-            len += strlen(cols[k]) + (size_t)PQgetlength(res, i, k) + 4;
-        char *line = malloc(len), *p = line;
-        for (int k = 0; k < ncols; k++)
-            p += sprintf(p, "%s%s=%s", k ? "\x1f" : "", cols[k],
-                         PQgetisnull(res, i, k) ? "\\N" : PQgetvalue(res, i, k));
-        rows_add(&r, PQgetvalue(res, i, 0), line);
-    }
-    PQclear(res);
-    qsort(r.v, r.n, sizeof *r.v, row_cmp);
-    return r;
-}
-
-/*
- * Does the edge hold exactly PostgreSQL's rows of table?  1, or 0 with the
- * first difference (by key) in why.
- */
-static int edge_equals_pg(sa_edge *e, const char *table, char *why, size_t cap)
-{
-    int nc = 0;
-    char **cols = pg_columns(table, &nc);
-    rows a = edge_rows(e, table, cols, nc), b = pg_rows(table, cols, nc);
-    int ok = 1;
-    size_t i = 0, j = 0;
-    while (ok && (i < a.n || j < b.n)) {
-        int c = i >= a.n ? 1 : j >= b.n ? -1 : strcmp(a.v[i].key, b.v[j].key);
-        if (c < 0)
-            snprintf(why, cap, "only on the edge: %s", a.v[i].line);
-        else if (c > 0)
-            snprintf(why, cap, "only in PostgreSQL: %s", b.v[j].line);
-        else if (strcmp(a.v[i].line, b.v[j].line) != 0)
-            snprintf(why, cap, "row differs:\n    edge:       %s\n    PostgreSQL: %s", a.v[i].line,
-                     b.v[j].line);
-        if (c != 0 || strcmp(a.v[i].line, b.v[j].line) != 0) {
-            ok = 0;
-            size_t l = strlen(why);
-            snprintf(why + l, cap - l, " (edge %zu rows, PostgreSQL %zu)", a.n, b.n);
-            for (char *p = why; *p; p++)
-                if (*p == '\x1f')
-                    *p = '|';
-        }
-        i++, j++;
-    }
-    rows_free(&a);
-    rows_free(&b);
-    columns_free(cols, nc);
-    return ok;
-}
-
-/*
- * Sync every edge until each holds exactly PostgreSQL's rows of table and
- * has nothing pending or shown over the server's rows.  Fails after
- * timeout_ms, printing the first difference.
- */
+/* Sync every edge until each holds exactly PostgreSQL's rows of table and
+ * has nothing pending or shown over the server's rows. */
 static void converge(sa_edge **es, int n, const char *table, int timeout_ms)
 {
-    char why[2048] = "";
-    for (int64_t end = it_now_ms() + timeout_ms;; it_sleep_ms(100)) {
-        int ok = 1;
-        for (int i = 0; i < n; i++)
-            edge_sync(es[i], 1);
-        for (int i = 0; i < n && ok; i++) {
-            sa_edge_status st = status(es[i]);
-            if (!edge_equals_pg(es[i], table, why, sizeof why)) {
-                ok = 0;
-                char tmp[2048];
-                snprintf(tmp, sizeof tmp, "edge %s: %s", st.peer, why);
-                snprintf(why, sizeof why, "%s", tmp);
-            } else if (st.pending != 0 || st.overlay != 0) {
-                snprintf(why, sizeof why,
-                         "edge %s: %" PRIu64 " pending, %" PRIu64 " in the overlay", st.peer,
-                         st.pending, st.overlay);
-                ok = 0;
-            }
-        }
-        if (ok)
-            return;
-        if (it_now_ms() >= end)
-            fail_msg("%s: no convergence after %d ms: %s", table, timeout_ms, why);
-    }
+    et_converge(g_c, es, n, table, timeout_ms, NULL, "");
 }
 
 /*
@@ -924,31 +522,32 @@ static void check_pg_exactly_once(const char *peer, uint64_t epoch, uint64_t n, 
                                   long long base)
 {
     char v[256];
-    q1(v, sizeof v,
-       "SELECT applied_seq FROM softadastra.peer_progress WHERE peer = '%s' AND epoch = %" PRIu64,
-       peer, epoch);
+    et_q1(
+        g_c, v, sizeof v,
+        "SELECT applied_seq FROM softadastra.peer_progress WHERE peer = '%s' AND epoch = %" PRIu64,
+        peer, epoch);
     if (strtoull(v, NULL, 10) != n)
         fail_msg("%s (epoch %" PRIu64 "): applied_seq is \"%s\", the edge wrote %" PRIu64 " ops",
                  peer, epoch, v, n);
-    q1(v, sizeof v,
-       "SELECT coalesce(string_agg(format('seq %%s x%%s', op_seq, c), ', '), '') FROM ("
-       " SELECT op_seq, count(*) c FROM softadastra.conflicts WHERE origin = '%s' AND epoch = "
-       "%" PRIu64 " GROUP BY op_seq HAVING count(*) > 1) d",
-       peer, epoch);
+    et_q1(g_c, v, sizeof v,
+          "SELECT coalesce(string_agg(format('seq %%s x%%s', op_seq, c), ', '), '') FROM ("
+          " SELECT op_seq, count(*) c FROM softadastra.conflicts WHERE origin = '%s' AND epoch = "
+          "%" PRIu64 " GROUP BY op_seq HAVING count(*) > 1) d",
+          peer, epoch);
     if (v[0] != '\0')
         fail_msg("%s: several conflict rows for one op: %s", peer, v);
-    q1(v, sizeof v,
-       "SELECT coalesce(string_agg(format('seq %%s %%s %%s %%s', op_seq, kind, key, resolution),"
-       " '; ' ORDER BY id), '') FROM softadastra.conflicts WHERE origin = '%s'",
-       peer);
+    et_q1(g_c, v, sizeof v,
+          "SELECT coalesce(string_agg(format('seq %%s %%s %%s %%s', op_seq, kind, key, resolution),"
+          " '; ' ORDER BY id), '') FROM softadastra.conflicts WHERE origin = '%s'",
+          peer);
     if (v[0] != '\0')
         fail_msg("%s: conflicts recorded though no row was written from two sides "
                  "(an op applied twice?): %s",
                  peer, v);
-    q1(v, sizeof v,
-       "SELECT coalesce(string_agg(format('seq %%s: %%s', op_seq, message), '; '), '')"
-       " FROM softadastra.rejections WHERE peer = '%s'",
-       peer);
+    et_q1(g_c, v, sizeof v,
+          "SELECT coalesce(string_agg(format('seq %%s: %%s', op_seq, message), '; '), '')"
+          " FROM softadastra.rejections WHERE peer = '%s'",
+          peer);
     if (v[0] != '\0')
         fail_msg("%s: ops rejected: %s", peer, v);
     /* the rows ops 1..n leave */
@@ -996,10 +595,10 @@ static void check_pg_exactly_once(const char *peer, uint64_t epoch, uint64_t n, 
  */
 static void check_edge_done(sa_edge *e, uint64_t n)
 {
-    sa_edge_status st = status(e);
+    sa_edge_status st = et_status(e);
     for (int64_t end = it_now_ms() + 5000; st.applied < n && it_now_ms() < end; it_sleep_ms(50)) {
-        edge_sync(e, 1);
-        st = status(e);
+        et_sync(e, 1);
+        st = et_status(e);
     }
     if (st.last_seq != n || st.accepted != n || st.applied != n || st.pending != 0 ||
         st.overlay != 0 || st.outcomes != 0)
@@ -1010,57 +609,10 @@ static void check_edge_done(sa_edge *e, uint64_t n)
                  n);
 }
 
-/* applied_seq of (peer, epoch) now (0 when no row). */
-static uint64_t applied_seq(const char *peer, uint64_t epoch)
-{
-    char v[64];
-    q1(v, sizeof v,
-       "SELECT applied_seq FROM softadastra.peer_progress WHERE peer = '%s' AND epoch = %" PRIu64,
-       peer, epoch);
-    return strtoull(v, NULL, 10);
-}
-
-/* ---- HTTP (for what the edge API does not show) ------------------------- */
-
-static size_t http_body_cb(char *p, size_t size, size_t n, void *ctx)
-{
-    sa_buf *b = ctx;
-    sa_buf_put(b, p, size * n);
-    return size * n;
-}
-
-/* GET path with token; *status and the body as JSON (new reference). */
-static json_t *http_get(const char *path, const char *token, long *status)
-{
-    CURL *c = curl_easy_init();
-    char url[512], auth[256];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", g_port, path);
-    struct curl_slist *h = NULL;
-    if (token != NULL) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
-        h = curl_slist_append(h, auth);
-    }
-    sa_buf b = {0};
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, http_body_cb);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
-    CURLcode cc = curl_easy_perform(c);
-    *status = 0;
-    if (cc == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-    json_t *j = json_loadb((const char *)b.data, b.len, JSON_DECODE_ANY, NULL);
-    sa_buf_free(&b);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    return j;
-}
-
 static long long healthz(const char *field)
 {
     long st = 0;
-    json_t *j = http_get("/healthz", NULL, &st);
+    json_t *j = et_http_get(g_port, "/healthz", NULL, &st);
     long long v = st == 200 ? (long long)json_integer_value(json_object_get(j, field)) : -1;
     json_decref(j);
     return v;
@@ -1092,7 +644,7 @@ static void test_edge_faults_killed_mid_sync(void **state)
     peer_create("killme", token);
     edge_dir("killme", dir, sizeof dir);
     sa_edge *e = edge_create("killme", token);
-    uint64_t epoch = status(e).epoch;
+    uint64_t epoch = et_status(e).epoch;
     sa_edge_close(e);
     char bin[1100];
     snprintf(bin, sizeof bin, "%s/edge/sa-edge",
@@ -1107,13 +659,13 @@ static void test_edge_faults_killed_mid_sync(void **state)
         if (kill_after(pid, rnd_in(1, 150), &ws))
             boot_kills++;
         else if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0) {
-            clog_dump(20);
+            et_kids_dump_log(&g_kids, 20);
             fail_msg("the edge child's first sync ended with status %d", ws);
         }
     }
     e = edge_open("killme");
-    if (status(e).instance[0] == '\0')
-        edge_sync(e, 1);
+    if (et_status(e).instance[0] == '\0')
+        et_sync(e, 1);
     sa_edge_close(e);
     int kills = 0, mid_push = 0, after_push = 0, finished = 0;
     int est[2] = {300, 300}; /* ms a run of each kind takes (estimate) */
@@ -1128,7 +680,7 @@ static void test_edge_faults_killed_mid_sync(void **state)
         if (cli) {
             /* ops queued before, pushed by sa-edge in batches of 500 */
             e = edge_open("killme");
-            sim_to(&m, status(e).last_seq);
+            sim_to(&m, et_status(e).last_seq);
             sa_err err = {0};
             for (int k = rnd_in(600, 1600); k > 0; k--)
                 if (op_next(e, table, base, &m, &err) != 0)
@@ -1154,14 +706,14 @@ static void test_edge_faults_killed_mid_sync(void **state)
             est[cli] = (est[cli] * 2 + (int)(it_now_ms() - started)) / 3;
             finished++;
         } else if (WIFEXITED(ws) && WEXITSTATUS(ws) != 0) {
-            clog_dump(20);
+            et_kids_dump_log(&g_kids, 20);
             fail_msg("the %s exited with %d (see above)", cli ? "sa-edge sync" : "edge child",
                      WEXITSTATUS(ws));
         }
         /* what the kill left: a store that opens, a seq that never went
          * back, and PostgreSQL behind the edge */
         e = edge_open("killme");
-        sa_edge_status st = status(e);
+        sa_edge_status st = et_status(e);
         sa_edge_close(e);
         if (st.last_seq < last)
             fail_msg("after kill %d the edge's last seq went back from %" PRIu64 " to %" PRIu64,
@@ -1170,7 +722,7 @@ static void test_edge_faults_killed_mid_sync(void **state)
         if (st.accepted > st.last_seq)
             fail_msg("the edge says %" PRIu64 " accepted of %" PRIu64 " issued", st.accepted,
                      st.last_seq);
-        uint64_t ap = applied_seq("killme", epoch);
+        uint64_t ap = et_applied_seq(g_c, "killme", epoch);
         if (ap > st.last_seq)
             fail_msg("PostgreSQL applied seq %" PRIu64 " of an edge that issued %" PRIu64, ap,
                      st.last_seq);
@@ -1181,7 +733,7 @@ static void test_edge_faults_killed_mid_sync(void **state)
     }
     int wrc = stop_child(writer, SIGTERM, 10000);
     if (wrc != 0) {
-        clog_dump(20);
+        et_kids_dump_log(&g_kids, 20);
         fail_msg("PostgreSQL's writer ended with %d", wrc);
     }
     printf("# %d kills during the bootstrap, %d during syncs (%d with ops still unaccepted, %d "
@@ -1195,12 +747,12 @@ static void test_edge_faults_killed_mid_sync(void **state)
     e = edge_open("killme");
     sa_edge *es[1] = {e};
     converge(es, 1, table, 25000);
-    uint64_t n = status(e).last_seq;
-    edge_sync(e, 1); /* once more: nothing is sent twice */
+    uint64_t n = et_status(e).last_seq;
+    et_sync(e, 1); /* once more: nothing is sent twice */
     check_edge_done(e, n);
     check_pg_exactly_once("killme", epoch, n, table, base);
     char why[2048];
-    if (!edge_equals_pg(e, table, why, sizeof why))
+    if (!et_edge_equals_pg(g_c, e, table, NULL, why, sizeof why))
         fail_msg("after the last sync: %s", why);
     sa_edge_close(e);
     sim_free(&m);
@@ -1225,8 +777,8 @@ static void test_edge_faults_bridge_restarts(void **state)
         char token[128];
         peer_create(names[i], token);
         sa_edge *e = edge_create(names[i], token);
-        edge_sync(e, 1);
-        epochs[i] = status(e).epoch;
+        et_sync(e, 1);
+        epochs[i] = et_status(e).epoch;
         sa_edge_close(e);
         edge_dir(names[i], dirs[i], sizeof dirs[i]);
     }
@@ -1239,13 +791,13 @@ static void test_edge_faults_bridge_restarts(void **state)
     for (int k = 0; k < restarts; k++) {
         it_sleep_ms(rnd_in(300, 1500));
         int sig = k % 2 == 0 ? SIGKILL : SIGTERM;
-        stop_bridge(sig);
+        et_bridge_stop(&g_b, sig);
         it_sleep_ms(rnd_in(0, 500));
         start_bridge(port, NULL);
         for (int i = 0; i < 2; i++) {
             int st = 0;
-            if (kid_wait(kids[i], &st, WNOHANG) == kids[i]) {
-                clog_dump(20);
+            if (et_kid_wait(&g_kids, kids[i], &st, WNOHANG) == kids[i]) {
+                et_kids_dump_log(&g_kids, 20);
                 fail_msg("edge %s ended early (status %d)", names[i], st);
             }
         }
@@ -1258,7 +810,7 @@ static void test_edge_faults_bridge_restarts(void **state)
     printf("# %d bridge restarts in %.1f s\n", restarts, (double)(it_now_ms() - t0) / 1000.0);
     for (int i = 0; i < 2; i++)
         if (codes[i] != 0) {
-            clog_dump(30);
+            et_kids_dump_log(&g_kids, 30);
             fail_msg("edge %s ended with %d: %s", names[i], codes[i],
                      codes[i] == 4 ? "a sync failed other than by the network (see above)"
                                    : "see above");
@@ -1269,7 +821,7 @@ static void test_edge_faults_bridge_restarts(void **state)
     sa_edge *es[2] = {edge_open(names[0]), edge_open(names[1])};
     converge(es, 2, table, 30000);
     for (int i = 0; i < 2; i++) {
-        uint64_t n = status(es[i]).last_seq;
+        uint64_t n = et_status(es[i]).last_seq;
         if (n == 0)
             fail_msg("edge %s wrote nothing", names[i]);
         check_edge_done(es[i], n);
@@ -1293,21 +845,21 @@ static void test_edge_faults_bridge_stop_during_long_poll(void **state)
     char token[128], dir[1100];
     peer_create("idle", token);
     sa_edge *e = edge_create("idle", token);
-    edge_sync(e, 1);
+    et_sync(e, 1);
     sa_edge_close(e);
     edge_dir("idle", dir, sizeof dir);
     pid_t pid = spawn_edge(dir, "public.f2", 7000000, 0, 50, 3);
     it_sleep_ms(1000); /* its push and first pull done: it waits */
     int ws = 0;
-    if (kid_wait(pid, &ws, WNOHANG) == pid) {
-        clog_dump(5);
+    if (et_kid_wait(&g_kids, pid, &ws, WNOHANG) == pid) {
+        et_kids_dump_log(&g_kids, 5);
         fail_msg("the long poll ended before the bridge stopped (status %d)", ws);
     }
-    stop_bridge(SIGTERM);
+    et_bridge_stop(&g_b, SIGTERM);
     int code = stop_child(pid, 0, 20000);
     start_bridge(g_port, NULL);
     if (code != 2) {
-        clog_dump(3);
+        et_kids_dump_log(&g_kids, 3);
         fail_msg("the edge's sync ended with child status %d (2: SA_EIO expected): a long poll cut "
                  "by the bridge's shutdown must read as the bridge being unavailable",
                  code);
@@ -1334,8 +886,8 @@ static void test_edge_faults_reinit_new_epoch(void **state)
     peer_create("reinit", token);
     edge_dir("reinit", dir, sizeof dir);
     sa_edge *e = edge_create("reinit", token);
-    edge_sync(e, 1);
-    uint64_t epoch1 = status(e).epoch;
+    et_sync(e, 1);
+    uint64_t epoch1 = et_status(e).epoch;
     sim m1 = {0};
     sa_err err = {0};
     const int n1 = 40;
@@ -1352,41 +904,43 @@ static void test_edge_faults_reinit_new_epoch(void **state)
     sa_edge_close(e);
 
     /* PostgreSQL changes rows the old epoch wrote */
-    sql("UPDATE %s SET name = 'pg after', price = -1 WHERE id = %lld", table, base1 + 1);
-    sql("DELETE FROM %s WHERE id = %lld", table, base1 + 2);
+    et_sql(g_c, "UPDATE %s SET name = 'pg after', price = -1 WHERE id = %lld", table, base1 + 1);
+    et_sql(g_c, "DELETE FROM %s WHERE id = %lld", table, base1 + 2);
 
     it_rmrf(dir);
     e = edge_create("reinit", token);
-    sa_edge_status st = status(e);
+    sa_edge_status st = et_status(e);
     if (st.epoch == epoch1 || st.last_seq != 0)
         fail_msg("the new store has epoch %" PRIu64 " (old %" PRIu64 "), last seq %" PRIu64,
                  st.epoch, epoch1, st.last_seq);
     uint64_t epoch2 = st.epoch;
-    edge_sync(e, 1);
+    et_sync(e, 1);
     sim m2 = {0};
     const int n2 = 30;
     for (int i = 0; i < n2; i++)
         if (op_next(e, table, base2, &m2, &err) != 0)
             fail_msg("op: %s", err.msg);
-    if (status(e).last_seq != (uint64_t)n2)
+    if (et_status(e).last_seq != (uint64_t)n2)
         fail_msg("the new epoch's seqs do not start at 1 (last seq %" PRIu64 " after %d ops)",
-                 status(e).last_seq, n2);
+                 et_status(e).last_seq, n2);
     es[0] = e;
     converge(es, 1, table, 20000);
     check_edge_done(e, n2);
     check_pg_exactly_once("reinit", epoch2, n2, table, base2);
-    if (applied_seq("reinit", epoch1) != (uint64_t)n1)
-        fail_msg("the old epoch's watermark moved: %" PRIu64, applied_seq("reinit", epoch1));
+    if (et_applied_seq(g_c, "reinit", epoch1) != (uint64_t)n1)
+        fail_msg("the old epoch's watermark moved: %" PRIu64,
+                 et_applied_seq(g_c, "reinit", epoch1));
     char v[256];
-    q1(v, sizeof v, "SELECT name || '/' || price FROM %s WHERE id = %lld", table, base1 + 1);
+    et_q1(g_c, v, sizeof v, "SELECT name || '/' || price FROM %s WHERE id = %lld", table,
+          base1 + 1);
     if (strcmp(v, "pg after/-1") != 0)
         fail_msg("row %lld is \"%s\": an old epoch's op applied again over PostgreSQL's change",
                  base1 + 1, v);
-    q1(v, sizeof v, "SELECT count(*) FROM %s WHERE id = %lld", table, base1 + 2);
+    et_q1(g_c, v, sizeof v, "SELECT count(*) FROM %s WHERE id = %lld", table, base1 + 2);
     if (strcmp(v, "0") != 0)
         fail_msg("row %lld deleted in PostgreSQL is back: an old epoch's op applied again",
                  base1 + 2);
-    q1(v, sizeof v, "SELECT count(*) FROM softadastra.peer_progress WHERE peer = 'reinit'");
+    et_q1(g_c, v, sizeof v, "SELECT count(*) FROM softadastra.peer_progress WHERE peer = 'reinit'");
     assert_string_equal(v, "2");
     sa_edge_close(e);
     sim_free(&m1);
@@ -1424,13 +978,13 @@ static void test_edge_faults_offline_past_retention(void **state)
     char tok_off[128], tok_on[128];
     peer_create("ret_off", tok_off);
     peer_create("ret_on", tok_on);
-    stop_bridge(SIGTERM);
+    et_bridge_stop(&g_b, SIGTERM);
     const char *args[] = {"--wal-retention-s", "2", NULL};
     start_bridge(g_port, args);
     sa_edge *off = edge_create("ret_off", tok_off), *on = edge_create("ret_on", tok_on);
-    edge_sync(off, 1);
-    edge_sync(on, 1);
-    sa_edge_status st = status(off);
+    et_sync(off, 1);
+    et_sync(on, 1);
+    sa_edge_status st = et_status(off);
     uint64_t epoch = st.epoch, cursor = st.cursor;
     long gen0 = server_gen("ret_off");
     char inst[64];
@@ -1447,9 +1001,9 @@ static void test_edge_faults_offline_past_retention(void **state)
     long long first = 0;
     int64_t t0 = it_now_ms();
     for (int64_t end = t0 + 25000; it_now_ms() < end; it_sleep_ms(200)) {
-        sql("INSERT INTO %s SELECT g, 'pg ' || g, g FROM generate_series(%lld, %lld) g", table,
-            PG_IDS + (it_now_ms() - t0) * 100, PG_IDS + (it_now_ms() - t0) * 100 + 20);
-        edge_sync(on, 1);
+        et_sql(g_c, "INSERT INTO %s SELECT g, 'pg ' || g, g FROM generate_series(%lld, %lld) g",
+               table, PG_IDS + (it_now_ms() - t0) * 100, PG_IDS + (it_now_ms() - t0) * 100 + 20);
+        et_sync(on, 1);
         first = healthz("first");
         if (first > (long long)cursor + 1)
             break;
@@ -1463,7 +1017,7 @@ static void test_edge_faults_offline_past_retention(void **state)
     long code = 0;
     snprintf(path, sizeof path, "/v1/changes?after=%" PRIu64 "&limit=10&wait=0&instance=%s", cursor,
              inst);
-    json_t *j = http_get(path, tok_off, &code);
+    json_t *j = et_http_get(g_port, path, tok_off, &code);
     const char *what = json_string_value(json_object_get(j, "error"));
     if (code != 409 || what == NULL || strcmp(what, "must_resnapshot") != 0)
         fail_msg("the stale cursor %" PRIu64 " got HTTP %ld (%s), expected 409 must_resnapshot",
@@ -1481,14 +1035,14 @@ static void test_edge_faults_offline_past_retention(void **state)
         if (kill_after(pid, rnd_in(1, 400), &ws))
             kills++;
         else if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0) {
-            clog_dump(20);
+            et_kids_dump_log(&g_kids, 20);
             fail_msg("the edge child coming back ended with status %d", ws);
         }
     }
     printf("# the returning edge was killed %d times in its first syncs\n", kills);
     off = edge_open("ret_off");
-    edge_sync(off, 1);
-    st = status(off);
+    et_sync(off, 1);
+    st = et_status(off);
     if (server_gen("ret_off") <= gen0)
         fail_msg("the edge did not bootstrap again (server generation %ld, before %ld)",
                  server_gen("ret_off"), gen0);
@@ -1497,16 +1051,16 @@ static void test_edge_faults_offline_past_retention(void **state)
                  st.instance, inst, st.cursor, first);
     /* its writes are all still visible, applied or pending */
     int nc = 0;
-    char **cols = pg_columns(table, &nc);
-    rows r = edge_rows(off, table, cols, nc);
+    char **cols = et_pg_columns(g_c, table, &nc);
+    et_rows r = et_edge_rows(off, table, cols, nc, NULL);
     size_t have = 0;
     for (size_t i = 0; i < r.n; i++)
         have += atoll(r.v[i].key) > base && atoll(r.v[i].key) < base + 1000000;
     size_t expect = 0;
     for (uint64_t s = 1; s <= m.n; s++)
         expect += m.present[s];
-    rows_free(&r);
-    columns_free(cols, nc);
+    et_rows_free(&r);
+    et_columns_free(cols, nc);
     if (have != expect)
         fail_msg("after the re-bootstrap the edge shows %zu of its %zu rows", have, expect);
     sa_edge *es[2] = {off, on};
