@@ -132,16 +132,7 @@ static void die(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
-    FILE *f = g.pg != NULL ? fopen(sa_pgh_logfile(g.pg), "r") : NULL;
-    if (f != NULL) {
-        char buf[2048];
-        fseek(f, 0, SEEK_END);
-        long end = ftell(f);
-        fseek(f, end > (long)sizeof buf ? end - (long)sizeof buf : 0, SEEK_SET);
-        size_t n = fread(buf, 1, sizeof buf, f);
-        fclose(f);
-        fprintf(stderr, "--- tail of the server's log ---\n%.*s\n", (int)n, buf);
-    }
+    bench_tail(g.pg != NULL ? sa_pgh_logfile(g.pg) : NULL, "the server's log");
     cleanup();
     exit(2);
 }
@@ -430,18 +421,6 @@ static void usage(FILE *f)
             BENCH_TARGET);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 static void parse_opts(int argc, char **argv, bench_opts *o)
 {
     static const char *const names[] = {"--rows",  "--reps",  "--strategy",
@@ -594,7 +573,8 @@ int main(int argc, char **argv)
     int below = 0;
     for (int wl = 0; wl < NWL; wl++) {
         for (int bi = 0; bi < NBATCH; bi++) {
-            double a = median(apply_s[wl][bi], o.reps), p = median(plain_s[wl][bi], o.reps);
+            double a = bench_median(apply_s[wl][bi], o.reps),
+                   p = bench_median(plain_s[wl][bi], o.reps);
             double aops = 2.0 * (double)o.rows / a, pops = 2.0 * (double)o.rows / p;
             double ratio = aops / pops;
             if (wl == WL_NOCONF && ratio < BENCH_TARGET)

@@ -143,13 +143,6 @@
 #include "pg_harness.h"
 #include "sa/sa_alloc.h"
 
-#ifndef SA_PG_BINDIR
-#define SA_PG_BINDIR "/usr/lib/postgresql/15/bin"
-#endif
-#ifndef SA_BRIDGE_BIN
-#define SA_BRIDGE_BIN "build/bridge/sa-bridge"
-#endif
-
 #define BENCH_SKIP 77      /* ctest's SKIP_RETURN_CODE */
 #define BENCH_KEEP_UP 0.95 /* --check: delivered / offered at least this */
 #define BENCH_MAX_REPS 15
@@ -228,33 +221,9 @@ static struct {
     size_t cap;
 } g_cts;
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void stop_child(pid_t *pid, int sig)
-{
-    if (*pid <= 0)
-        return;
-    kill(*pid, sig);
-    for (int i = 0; i < 100; i++) { /* 5 s, then SIGKILL */
-        if (waitpid(*pid, NULL, WNOHANG) == *pid) {
-            *pid = 0;
-            return;
-        }
-        struct timespec ts = {0, 50 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    kill(*pid, SIGKILL);
-    waitpid(*pid, NULL, 0);
-    *pid = 0;
-}
-
 static void cleanup(void)
 {
-    stop_child(&g.recv, SIGTERM);
+    bench_stop_child(&g.recv, SIGTERM, 5000); /* 5 s, then SIGKILL */
     if (g.recv_started) { /* its pipe is at EOF now: the reader ends */
         pthread_join(g.recv_thr, NULL);
         g.recv_started = 0;
@@ -262,11 +231,11 @@ static void cleanup(void)
     if (g.recv_fd >= 0)
         close(g.recv_fd);
     g.recv_fd = -1;
-    stop_child(&g.bridge, SIGTERM);
+    bench_stop_child(&g.bridge, SIGTERM, 5000); /* 5 s, then SIGKILL */
     sa_pgh_stop(g.pg);
     g.pg = NULL;
     if (g.scratch[0] != '\0')
-        nftw(g.scratch, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        bench_rm_tree(g.scratch);
     g.scratch[0] = '\0';
     for (int i = 0; i < g.ntokens; i++)
         sa_free(g.tokens[i]);
@@ -276,21 +245,6 @@ static void cleanup(void)
     sa_free(g_cts.v);
     g_cts.v = NULL;
     g_cts.cap = 0;
-}
-
-static void tail(const char *path, const char *what)
-{
-    FILE *f = path[0] != '\0' ? fopen(path, "r") : NULL;
-    if (f == NULL)
-        return;
-    char buf[2048];
-    fseek(f, 0, SEEK_END);
-    long end = ftell(f);
-    fseek(f, end > (long)sizeof buf ? end - (long)sizeof buf : 0, SEEK_SET);
-    size_t n = fread(buf, 1, sizeof buf, f);
-    fclose(f);
-    if (n > 0)
-        fprintf(stderr, "--- tail of %s ---\n%.*s\n", what, (int)n, buf);
 }
 
 /* Report why the benchmark cannot go on (with the tails of the bridge's
@@ -304,24 +258,10 @@ static void die(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
-    tail(g.bridge_log, "the bridge's log");
-    tail(g.recv_log, "pg_recvlogical's log");
+    bench_tail(g.bridge_log, "the bridge's log");
+    bench_tail(g.recv_log, "pg_recvlogical's log");
     cleanup();
     exit(2);
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Wall clock, µs since 1970: the clock PostgreSQL's commit times use. */
-static int64_t now_rt_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static void *xrealloc(void *p, size_t n)
@@ -453,24 +393,9 @@ static int extension_installed(const char *bindir)
  * benchmark. */
 static pid_t spawn(const char *const *argv, const char *log, int out_fd)
 {
-    pid_t parent = getpid();
-    pid_t pid = fork();
+    pid_t pid = bench_spawn(argv, log, out_fd);
     if (pid < 0)
         die("fork: %s", strerror(errno));
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(out_fd >= 0 ? out_fd : fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        execv(argv[0], (char *const *)argv);
-        fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
     return pid;
 }
 
@@ -482,44 +407,6 @@ static void bridge_alive(void)
         g.bridge = 0;
         die("sa-bridge exited (wait status %d)", status);
     }
-}
-
-/* Find needle in the bridge's log; the rest of its line into out. */
-static int log_find(const char *needle, char *out, size_t cap)
-{
-    FILE *f = fopen(g.bridge_log, "r");
-    char line[4096];
-    int found = 0;
-    if (f == NULL)
-        return 0;
-    while (!found && fgets(line, sizeof line, f) != NULL) {
-        const char *p = strstr(line, needle);
-        if (p != NULL) {
-            snprintf(out, cap, "%s", p + strlen(needle));
-            found = 1;
-        }
-    }
-    fclose(f);
-    return found;
-}
-
-/* Print how many warnings and errors the bridge logged, and the first few:
- * its log goes with the scratch directory. */
-static void bridge_log_problems(void)
-{
-    FILE *f = fopen(g.bridge_log, "r");
-    char line[1024];
-    int n = 0;
-    if (f == NULL)
-        return;
-    while (fgets(line, sizeof line, f) != NULL) {
-        if (strstr(line, " level=warn ") == NULL && strstr(line, " level=error ") == NULL)
-            continue;
-        if (n++ < 5)
-            printf("# bridge log: %s", line);
-    }
-    fclose(f);
-    printf("# bridge log: %d warning(s) and error(s)\n", n);
 }
 
 /* ---------------------------------------------------------------------
@@ -606,7 +493,7 @@ typedef struct edge {
 static size_t edge_write(char *p, size_t size, size_t n, void *ctx)
 {
     edge *e = ctx;
-    e->rx_us = now_rt_us();
+    e->rx_us = bench_now_rt_us();
     return buf_write(p, size, n, &e->body);
 }
 
@@ -650,7 +537,7 @@ static void *writer_main(void *arg)
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
             ;
         if (i == 0) {
-            atomic_store(&w->w0, now_rt_us());
+            atomic_store(&w->w0, bench_now_rt_us());
             m_start = bench_now_s();
         } else if (bench_now_s() - m_start >= w->seconds) {
             break;
@@ -673,7 +560,7 @@ static void *writer_main(void *arg)
             break;
         }
         PQclear(r);
-        last_ack = now_rt_us();
+        last_ack = bench_now_rt_us();
         if (w->ntx == w->ack_cap) {
             long cap = w->ack_cap ? 2 * w->ack_cap : 4096;
             int64_t *a = sa_realloc(w->ack, (size_t)cap * sizeof *a);
@@ -796,7 +683,7 @@ static void *recv_main(void *arg)
             continue;
         if (n <= 0)
             break;
-        int64_t rx = now_rt_us();
+        int64_t rx = bench_now_rt_us();
         have += (size_t)n;
         char *s = b, *nl;
         while ((nl = memchr(s, '\n', (size_t)(b + have - s))) != NULL) {
@@ -1084,7 +971,7 @@ static void edge_done(phase *ph, edge *e, CURLcode cc)
 static void pump(phase *ph, int timeout_ms)
 {
     if (ph->n == 0) {
-        sleep_ms(timeout_ms);
+        bench_sleep_ms(timeout_ms);
         return;
     }
     int numfds;
@@ -1236,7 +1123,7 @@ static void run_phase(const bench_opts *o, int n, PGconn *wc, phase_result *res)
         pump(&ph, 50);
         bridge_alive();
     }
-    int64_t t_end = now_rt_us();
+    int64_t t_end = bench_now_rt_us();
     res->drain_s = bench_now_s() - td;
     res->rss_mb = (double)bench_peak_rss_kb(g.bridge) / 1024.0;
     res->bridge_cpu_s = cpu_s(g.bridge) - cpu_b0;
@@ -1370,13 +1257,13 @@ static void start_bridge(const bench_opts *o, int max_edges)
     g.bridge = spawn(argv, g.bridge_log, -1);
     double t0 = bench_now_s();
     char rest[512];
-    while (!log_find("streaming from slot", rest, sizeof rest)) {
+    while (!bench_log_find(g.bridge_log, "streaming from slot", rest, sizeof rest)) {
         bridge_alive();
         if (bench_now_s() - t0 > BENCH_START_TIMEOUT_S)
             die("sa-bridge did not start streaming within %.0f s", BENCH_START_TIMEOUT_S);
-        sleep_ms(20);
+        bench_sleep_ms(20);
     }
-    if (!log_find("HTTP API v1 listening on 127.0.0.1:", rest, sizeof rest) ||
+    if (!bench_log_find(g.bridge_log, "HTTP API v1 listening on 127.0.0.1:", rest, sizeof rest) ||
         (g.port = atoi(rest)) <= 0)
         die("the bridge did not log its HTTP port");
     const char *inst = strstr(rest, "(instance ");
@@ -1420,10 +1307,8 @@ static void usage(FILE *f)
 
 static double num_arg(const char *opt, const char *v, double lo, double hi)
 {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno != 0 || end == v || *end != '\0' || !(x >= lo && x <= hi))
+    double x;
+    if (bench_num(v, lo, hi, &x) != 0)
         die("option %s needs a number in %g..%g, got \"%s\"", opt, lo, hi, v);
     return x;
 }
@@ -1514,25 +1399,13 @@ static void parse_args(int argc, char **argv, bench_opts *o)
     }
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 /* Median over reps of the double at byte offset off of each result. */
 static double med_of(const phase_result *r, int reps, size_t off)
 {
     double v[BENCH_MAX_REPS];
     for (int i = 0; i < reps; i++)
         v[i] = *(const double *)((const char *)&r[i] + off);
-    return median(v, reps);
+    return bench_median(v, reps);
 }
 
 /* "12.34", or ">= 12.34" when it is a lower bound; suffix after it. */
@@ -1636,8 +1509,8 @@ int main(int argc, char **argv)
         fmt_bound(f[1], MED(r, o.reps, p99), lo[1], "");
         fmt_bound(f[2], MED(r, o.reps, r50), lo[2], "");
         fmt_bound(f[3], MED(r, o.reps, r99), lo[3], "");
-        fmt_bound(f[4], median(rat50, o.reps), lo[0], lo[2] ? "?" : "");
-        fmt_bound(f[5], median(rat99, o.reps), lo[1], lo[3] ? "?" : "");
+        fmt_bound(f[4], bench_median(rat50, o.reps), lo[0], lo[2] ? "?" : "");
+        fmt_bound(f[5], bench_median(rat99, o.reps), lo[1], lo[3] ? "?" : "");
         printf("| %d | %.0f | %s | %s | %s | %s | %s | %s | %.1f |\n", o.counts[c],
                MED(r, o.reps, ops_s), f[0], f[1], f[2], f[3], f[4], f[5], MED(r, o.reps, rss_mb));
     }
@@ -1670,7 +1543,8 @@ int main(int argc, char **argv)
                unstarted > 0 ? "; some edges never got the warm-up ping" : "",
                recv_missing > 0 ? "; pg_recvlogical missed rows" : "");
     }
-    bridge_log_problems();
+    /* its log goes with the scratch directory */
+    bench_log_problems(g.bridge_log, " level=warn ", " level=error ");
     cleanup();
     printf("%s; %.1f s total%s\n",
            short_fall ? "the bridge did NOT keep up at every edge count"

@@ -87,13 +87,6 @@
 #include "sa/sa_alloc.h"
 #include "sa/sa_store.h"
 
-#ifndef SA_PG_BINDIR
-#define SA_PG_BINDIR "/usr/lib/postgresql/15/bin"
-#endif
-#ifndef SA_BRIDGE_BIN
-#define SA_BRIDGE_BIN "build/bridge/sa-bridge"
-#endif
-
 #define BENCH_TARGET 0.9
 #define BENCH_SLOT "sa_bench" /* the bridge's slot and publication */
 #define BENCH_RECV_SLOT "sa_bench_recv"
@@ -148,12 +141,6 @@ static struct {
     char bridge_log[4200];
 } g;
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 static void cleanup(void)
 {
     if (g.perf > 0) {
@@ -169,7 +156,7 @@ static void cleanup(void)
     sa_pgh_stop(g.pg);
     g.pg = NULL;
     if (g.scratch[0] != '\0')
-        nftw(g.scratch, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        bench_rm_tree(g.scratch);
     g.scratch[0] = '\0';
 }
 
@@ -184,25 +171,9 @@ static void die(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
-    FILE *f = g.bridge_log[0] != '\0' ? fopen(g.bridge_log, "r") : NULL;
-    if (f != NULL) {
-        /* the last ~2 kB of the bridge's log */
-        char buf[2048];
-        fseek(f, 0, SEEK_END);
-        long end = ftell(f);
-        fseek(f, end > (long)sizeof buf ? end - (long)sizeof buf : 0, SEEK_SET);
-        size_t n = fread(buf, 1, sizeof buf, f);
-        fclose(f);
-        fprintf(stderr, "--- tail of the bridge's log ---\n%.*s\n", (int)n, buf);
-    }
+    bench_tail(g.bridge_log, "the bridge's log");
     cleanup();
     exit(2);
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 /* ---------------------------------------------------------------------
@@ -232,24 +203,9 @@ static char *sql(const char *fmt, ...)
  * SIGKILL if we die, so no consumer outlives the benchmark. */
 static pid_t spawn(const char *const *argv, const char *log)
 {
-    pid_t parent = getpid();
-    pid_t pid = fork();
+    pid_t pid = bench_spawn(argv, log, -1);
     if (pid < 0)
         die("fork: %s", strerror(errno));
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        execv(argv[0], (char *const *)argv);
-        fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
     return pid;
 }
 
@@ -399,7 +355,7 @@ static result run_bridge(const bench_opts *o, const char *target, long rows, con
         if (bench_now_s() - t0 > BENCH_TIMEOUT_S)
             die("sa-bridge did not confirm %s within %.0f s", lsn ? lsn : "its slot",
                 BENCH_TIMEOUT_S);
-        sleep_ms(BENCH_POLL_MS);
+        bench_sleep_ms(BENCH_POLL_MS);
     }
     r.seconds = bench_now_s() - t0;
     r.rss_kb = bench_peak_rss_kb(g.child);
@@ -585,18 +541,6 @@ static void parse_args(int argc, char **argv, bench_opts *o)
     }
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 /* Both consumers up to a fresh sync point just before the next backlog
  * (see the method above); their times go into the start-up samples. */
 static void sync_point(const bench_opts *o, double *bridge_s, double *recv_s)
@@ -693,7 +637,7 @@ int main(int argc, char **argv)
                         shape_name[sh], rep + 1, b[rep], r[rep]);
             sa_free(target);
         }
-        double mb = median(b, o.reps), mr = median(r, o.reps);
+        double mb = bench_median(b, o.reps), mr = bench_median(r, o.reps);
         double ratio = mr > 0 ? mb / mr : 0;
         printf("| %s | %ld | %.0f | %.0f | %.2f | %.1f |\n", shape_name[sh], rows, mb, mr, ratio,
                (double)rss / 1024.0);
@@ -706,7 +650,7 @@ int main(int argc, char **argv)
 
     printf("\n# start-up (a backlog of one row, median of %d): sa-bridge %.0f ms, "
            "pg_recvlogical %.0f ms\n",
-           nstart, 1000 * median(start_b, nstart), 1000 * median(start_r, nstart));
+           nstart, 1000 * bench_median(start_b, nstart), 1000 * bench_median(start_r, nstart));
     cleanup();
     int below = min_ratio < BENCH_TARGET;
     printf("minimum ratio %.2f (%s): %s the %.2f target; %.1f s total\n", min_ratio,

@@ -154,13 +154,6 @@
 #include "sa/sa_alloc.h"
 #include "sa/sa_edge.h"
 
-#ifndef SA_PG_BINDIR
-#define SA_PG_BINDIR "/usr/lib/postgresql/15/bin"
-#endif
-#ifndef SA_BRIDGE_BIN
-#define SA_BRIDGE_BIN "build/bridge/sa-bridge"
-#endif
-
 #define BENCH_SKIP 77    /* ctest's SKIP_RETURN_CODE */
 #define BENCH_TARGET 1.0 /* ours / logical replication, applied ops/s */
 #define BENCH_MAX_EDGES 64
@@ -218,30 +211,6 @@ static struct {
     int verbose;
 } g;
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void stop_bridge(int sig)
-{
-    if (g.bridge <= 0)
-        return;
-    kill(g.bridge, sig);
-    for (int i = 0; i < 200; i++) { /* 10 s, then SIGKILL */
-        if (waitpid(g.bridge, NULL, WNOHANG) == g.bridge) {
-            g.bridge = 0;
-            return;
-        }
-        struct timespec ts = {0, 50 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    kill(g.bridge, SIGKILL);
-    waitpid(g.bridge, NULL, 0);
-    g.bridge = 0;
-}
-
 static void cleanup(void)
 {
     for (int s = 0; s < NSHAPE; s++)
@@ -256,28 +225,13 @@ static void cleanup(void)
     if (g.pubw != NULL)
         PQfinish(g.pubw);
     g.plain = g.pubw = NULL;
-    stop_bridge(SIGTERM);
+    bench_stop_child(&g.bridge, SIGTERM, 10000); /* 10 s, then SIGKILL */
     sa_pgh_stop(g.sub); /* first: its subscription's worker talks to pub */
     sa_pgh_stop(g.pub);
     g.sub = g.pub = NULL;
     if (g.scratch[0] != '\0')
-        nftw(g.scratch, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        bench_rm_tree(g.scratch);
     g.scratch[0] = '\0';
-}
-
-static void tail(const char *path, const char *what)
-{
-    FILE *f = path != NULL && path[0] != '\0' ? fopen(path, "r") : NULL;
-    if (f == NULL)
-        return;
-    char buf[2048];
-    fseek(f, 0, SEEK_END);
-    long end = ftell(f);
-    fseek(f, end > (long)sizeof buf ? end - (long)sizeof buf : 0, SEEK_SET);
-    size_t n = fread(buf, 1, sizeof buf, f);
-    fclose(f);
-    if (n > 0)
-        fprintf(stderr, "--- tail of %s ---\n%.*s\n", what, (int)n, buf);
 }
 
 /* Report why the benchmark cannot go on (with the tails of the logs),
@@ -291,9 +245,9 @@ static void die(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
-    tail(g.bridge_log, "the bridge's log");
-    tail(g.pub != NULL ? sa_pgh_logfile(g.pub) : NULL, "the publisher's log");
-    tail(g.sub != NULL ? sa_pgh_logfile(g.sub) : NULL, "the subscriber's log");
+    bench_tail(g.bridge_log, "the bridge's log");
+    bench_tail(g.pub != NULL ? sa_pgh_logfile(g.pub) : NULL, "the publisher's log");
+    bench_tail(g.sub != NULL ? sa_pgh_logfile(g.sub) : NULL, "the subscriber's log");
     cleanup();
     exit(2);
 }
@@ -315,14 +269,6 @@ static void sleep_us(long us)
 {
     struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
     nanosleep(&ts, NULL);
-}
-
-/* Wall clock, µs since 1970: the clock PostgreSQL's commit timestamps use. */
-static int64_t now_rt_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static void *xcalloc(size_t n, size_t size)
@@ -378,24 +324,9 @@ static PGconn *connect_or_die(sa_pgh *h)
  * bench/fanout.c.) */
 static pid_t spawn(const char *const *argv, const char *log)
 {
-    pid_t parent = getpid();
-    pid_t pid = fork();
+    pid_t pid = bench_spawn(argv, log, -1);
     if (pid < 0)
         die("fork: %s", strerror(errno));
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        execv(argv[0], (char *const *)argv);
-        fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
     return pid;
 }
 
@@ -409,43 +340,6 @@ static void bridge_alive(void)
     }
 }
 
-/* Find needle in the bridge's log; the rest of its line into out. */
-static int log_find(const char *needle, char *out, size_t cap)
-{
-    FILE *f = fopen(g.bridge_log, "r");
-    char line[4096];
-    int found = 0;
-    if (f == NULL)
-        return 0;
-    while (!found && fgets(line, sizeof line, f) != NULL) {
-        const char *p = strstr(line, needle);
-        if (p != NULL) {
-            snprintf(out, cap, "%s", p + strlen(needle));
-            found = 1;
-        }
-    }
-    fclose(f);
-    return found;
-}
-
-/* How many warnings and errors the bridge logged, and the first few. */
-static void bridge_log_problems(void)
-{
-    FILE *f = fopen(g.bridge_log, "r");
-    char line[1024];
-    int n = 0;
-    if (f == NULL)
-        return;
-    while (fgets(line, sizeof line, f) != NULL) {
-        if (strstr(line, " sa-bridge warn: ") == NULL && strstr(line, " sa-bridge error: ") == NULL)
-            continue;
-        if (n++ < 5)
-            printf("# bridge log: %s", line);
-    }
-    fclose(f);
-    printf("# bridge log: %d warning(s) and error(s)\n", n);
-}
-
 static void start_bridge(const bench_opts *o)
 {
     char data[4200];
@@ -456,13 +350,13 @@ static void start_bridge(const bench_opts *o)
     g.bridge = spawn(argv, g.bridge_log);
     double t0 = bench_now_s();
     char rest[512];
-    while (!log_find("streaming from slot", rest, sizeof rest)) {
+    while (!bench_log_find(g.bridge_log, "streaming from slot", rest, sizeof rest)) {
         bridge_alive();
         if (bench_now_s() - t0 > BENCH_START_TIMEOUT_S)
             die("sa-bridge did not start streaming within %.0f s", BENCH_START_TIMEOUT_S);
         sleep_us(20000);
     }
-    if (!log_find("HTTP API v1 listening on 127.0.0.1:", rest, sizeof rest) ||
+    if (!bench_log_find(g.bridge_log, "HTTP API v1 listening on 127.0.0.1:", rest, sizeof rest) ||
         (g.port = atoi(rest)) <= 0)
         die("the bridge did not log its HTTP port");
 }
@@ -550,7 +444,7 @@ static double write_batches(PGconn *c, const char *table, int update, long long 
     if (PQenterPipelineMode(c) != 1)
         die("PQenterPipelineMode: %s", PQerrorMessage(c));
     if (t0_us != NULL)
-        *t0_us = now_rt_us();
+        *t0_us = bench_now_rt_us();
     double t0 = bench_now_s();
     for (long b = 0; b < n; b += batch) {
         long end = b + batch < n ? b + batch : n;
@@ -660,7 +554,7 @@ static void *watch_main(void *p)
         if (watch_read(w, now, sizeof now) != 0)
             break;
         if (strcmp(now, w->before) != 0) {
-            w->seen_us = now_rt_us();
+            w->seen_us = bench_now_rt_us();
             break;
         }
         if (bench_now_s() - t0 > w->timeout) {
@@ -727,7 +621,7 @@ static void run_lr(const bench_opts *o, int s, lr_result *res)
     sub_wait_stopped();
     watch_start(&w, o->timeout, table, o->ops);
     res->publish_s = write_batches(g.pubw, table, upd, 0, o->ops, o->batch, NULL);
-    int64_t t0 = now_rt_us();
+    int64_t t0 = bench_now_rt_us();
     SQL_DO(g.sub, "ALTER SUBSCRIPTION bench_sub ENABLE");
     res->catchup_s = (double)(watch_end(&w, "logical replication") - t0) / 1e6;
     lr_verify(table);
@@ -898,7 +792,7 @@ static void run_ours(const bench_opts *o, int s, rt_result *res)
 
     /* the sync */
     follow_arg fa[BENCH_MAX_EDGES];
-    int64_t t0 = now_rt_us();
+    int64_t t0 = bench_now_rt_us();
     for (int k = 0; k < E; k++)
         follow_start(&fa[k], g.edges[s][k]);
     int64_t t_acc = 0, t_conf = 0, last_report = t0;
@@ -916,7 +810,7 @@ static void run_ours(const bench_opts *o, int s, rt_result *res)
             app += st.applied;
             conf += st.confirmed;
         }
-        int64_t now = now_rt_us();
+        int64_t now = bench_now_rt_us();
         if (all_acc && t_acc == 0)
             t_acc = now;
         if (all_conf)
@@ -992,7 +886,7 @@ static void *lat_poll_main(void *p)
         sa_edge_status st;
         if ((lp->rc = sa_edge_status_get(lp->e, &st, &lp->err)) != 0)
             break;
-        int64_t now = now_rt_us();
+        int64_t now = bench_now_rt_us();
         for (uint64_t q = acc + 1; q <= st.accepted && q <= (uint64_t)lp->n; q++)
             lp->acc_us[q - 1] = now;
         if (st.accepted > acc)
@@ -1083,9 +977,9 @@ static void run_latency(const bench_opts *o, lat_result *res)
         json_t *row = row_json(i + 1, 0);
         sa_err err;
         uint64_t seq = 0;
-        int64_t w0 = now_rt_us();
+        int64_t w0 = bench_now_rt_us();
         int rc = sa_edge_put(g.lat_edge, "public.rt_lat", row, &seq, &err);
-        put_done[i] = now_rt_us();
+        put_done[i] = bench_now_rt_us();
         put_dur[i] = put_done[i] - w0;
         json_decref(row);
         if (rc != 0)
@@ -1311,10 +1205,8 @@ static void usage(FILE *f)
 
 static double num_arg(const char *opt, const char *v, double lo, double hi)
 {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno != 0 || end == v || *end != '\0' || !(x >= lo && x <= hi)) {
+    double x;
+    if (bench_num(v, lo, hi, &x) != 0) {
         fprintf(stderr, "bench_roundtrip: option %s needs a number in %g..%g, got \"%s\"\n", opt,
                 lo, hi, v);
         exit(2);
@@ -1480,7 +1372,7 @@ int main(int argc, char **argv)
            "ms; local write -> accepted into the bridge's inbox p50 %.1f ms, p99 %.1f ms (±1 ms)\n",
            lat.put50, lat.put99, lat.acc50, lat.acc99);
     printf("bridge peak RSS %.1f MB\n", rss_kb >= 0 ? (double)rss_kb / 1024.0 : -1.0);
-    bridge_log_problems();
+    bench_log_problems(g.bridge_log, " sa-bridge warn: ", " sa-bridge error: ");
     printf("target (ours / logical replication >= %.1f on every shape): %s\n", BENCH_TARGET,
            below ? "NOT met" : "met");
     printf("measured in %.1f s%s\n", bench_now_s() - t_start,

@@ -384,17 +384,6 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void rm_tree(const char *dir)
-{
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 /* Run one side of one cell in a fresh directory; ops/s.  Exits on error. */
 static double run_side(enum side side, sa_durability pol, size_t group, int nthreads,
                        const bench_opts *o, pool *pools, const char *dir)
@@ -447,7 +436,7 @@ static double run_side(enum side side, sa_durability pol, size_t group, int nthr
     else
         ref_close(&r->ref);
     free(r);
-    rm_tree(dir);
+    bench_rm_tree(dir);
     return end > t0 ? (double)(groups * group) / (end - t0) : 0.0;
 }
 
@@ -533,7 +522,7 @@ static double check_same_bytes(pool *p, size_t n, const char *dir)
     rocksdb_free(errstr);
     rocksdb_readoptions_destroy(ro);
     ref_close(&r);
-    rm_tree(dir);
+    bench_rm_tree(dir);
     if (bad == NULL && (nwal != n || nstate != n || got_wal != want_wal || got_state != want_state))
         bad = "the record counts";
     if (bad != NULL)
@@ -566,10 +555,8 @@ static void usage(FILE *f)
 
 static double num_arg(const char *opt, const char *v, double lo, double hi)
 {
-    char *end;
-    errno = 0;
-    double d = v != NULL ? strtod(v, &end) : 0;
-    if (v == NULL || errno != 0 || end == v || *end != '\0' || !(d >= lo && d <= hi))
+    double d;
+    if (bench_num(v, lo, hi, &d) != 0)
         die("option %s needs a number in range, got \"%s\"", opt, v != NULL ? v : "");
     return d;
 }
@@ -637,18 +624,6 @@ static void parse_args(int argc, char **argv, bench_opts *o)
     }
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 int main(int argc, char **argv)
 {
     bench_opts o;
@@ -709,7 +684,7 @@ int main(int argc, char **argv)
                         ref[rep] = v;
                 }
             }
-            double mo = median(ours, o.reps), mr = median(ref, o.reps);
+            double mo = bench_median(ours, o.reps), mr = bench_median(ref, o.reps);
             double ratio = mr > 0 ? mo / mr : 0;
             printf("| %s | %zu | %.0f | %.0f | %.2f |\n", sa_durability_name(pol), group, mo, mr,
                    ratio);
@@ -723,7 +698,7 @@ int main(int argc, char **argv)
     }
     for (int t = 0; t < o.threads; t++)
         pool_free(&pools[t]);
-    rm_tree(base);
+    bench_rm_tree(base);
 
     int below = min_ratio < BENCH_TARGET;
     printf("\nminimum ratio %.2f (%s, group %zu): %s the %.2f target; %.1f s total\n", min_ratio,
