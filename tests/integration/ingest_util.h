@@ -257,9 +257,17 @@ static inline int it_wait_caught_up(PGconn *c, const char *slot, int timeout_ms)
     char sql[256];
     snprintf(sql, sizeof sql,
              "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '%s'", slot);
+    int64_t nudge = it_now_ms() + 500;
     for (int64_t end = it_now_ms() + timeout_ms; it_now_ms() < end; it_sleep_ms(100)) {
         if (it_lsn_query(c, sql) >= target)
             return 1;
+        if (it_now_ms() >= nudge) {
+            /* pg_current_wal_lsn() can sit past the last record (the start
+             * of the next page) where the walsender has nothing to read
+             * until more WAL comes: a message nobody syncs gives it some */
+            PQclear(PQexec(c, "SELECT pg_logical_emit_message(false, 'sa-test-nudge', '')"));
+            nudge = it_now_ms() + 2000;
+        }
     }
     return 0;
 }
