@@ -4,7 +4,7 @@
 # tests/integration/test_install.sh); docker-compose only validates
 # docker-compose.yml (tests/integration/test_docker_compose.sh) — it comes
 # without the Docker engine (--no-install-recommends), which nothing here
-# needs or starts.
+# needs or starts; curl runs the compose file's bridge healthcheck there.
 SA_DEB_PACKAGES=(
   build-essential cmake pkg-config make git ca-certificates
   librocksdb-dev libcmocka-dev libjansson-dev libmicrohttpd-dev
@@ -12,7 +12,7 @@ SA_DEB_PACKAGES=(
   postgresql-15 postgresql-client-15 postgresql-server-dev-15
   util-linux procps
   help2man groff-base
-  docker-compose
+  docker-compose curl
 )
 
 pg_config_path() {

@@ -1265,13 +1265,16 @@ static void route_results(api *a, http_req *r, api_peer *peer)
     }
     sa_free(cv);
     sa_wal_info wi;
-    uint64_t confirmed_at = 0;
-    if (confirmed > 0 && sa_wal_info_get(a->store, &wi, &err) == 0)
-        confirmed_at = wi.durable_seq < wi.last_seq ? wi.durable_seq : wi.last_seq;
+    uint64_t head = 0, confirmed_at = 0;
+    if (sa_wal_info_get(a->store, &wi, &err) == 0)
+        head = wi.durable_seq < wi.last_seq ? wi.durable_seq : wi.last_seq;
+    if (confirmed > 0)
+        confirmed_at = head;
     json_t *j = json_object();
     json_object_set_new(j, "peer", json_string(peer->name));
     json_object_set_new(j, "results", cx.arr);
     json_object_set_new(j, "applied", json_integer((json_int_t)applied));
+    json_object_set_new(j, "head", json_integer((json_int_t)head));
     if (confirmed_at > 0) {
         json_object_set_new(j, "confirmed", json_integer((json_int_t)confirmed));
         json_object_set_new(j, "confirmed_at", json_integer((json_int_t)confirmed_at));

@@ -61,7 +61,8 @@
  *        as the applier recorded them: {"instance", "results": [{"seq",
  *        "status": applied|conflict|rejected, "conflict_id", "resolution",
  *        "message"}, ...], "applied": highest seq applied, "accepted":
- *        highest seq queued, "confirmed": C, "confirmed_at": H}: the ops up
+ *        highest seq queued, "head": the durable WAL head after the
+ *        outcomes were read, "confirmed": C, "confirmed_at": H}: the ops up
  *        to C were applied by transactions the WAL holds at or below seq
  *        H, so a replica whose cursor reached H shows their result, even
  *        of those that changed no row (both absent until a transaction of

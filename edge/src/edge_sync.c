@@ -250,13 +250,15 @@ static int bridge_head(sa_edge *e, uint64_t *head, sa_err *err)
 {
     http_res r = {0};
     int rc = http_do(e, "/healthz", NULL, 0, (long)e->http_timeout_s, &r, err);
-    if (rc == 0 && r.status != 200)
-        rc = http_fail("GET /healthz", &r, err);
-    if (rc == 0) {
-        json_t *j = res_json(&r);
+    json_t *j = rc == 0 ? res_json(&r) : NULL;
+    /* a 503 still names the head: an unhealthy part (PostgreSQL down for
+     * the applier) does not stop an edge from syncing what there is */
+    if (rc == 0 && (r.status == 200 || r.status == 503) &&
+        json_is_integer(json_object_get(j, "head")))
         *head = (uint64_t)json_integer_value(json_object_get(j, "head"));
-        json_decref(j);
-    }
+    else if (rc == 0)
+        rc = http_fail("GET /healthz", &r, err);
+    json_decref(j);
     http_res_free(&r);
     return rc;
 }
@@ -355,6 +357,8 @@ static int results_fetch(sa_edge *e, sa_err *err)
                 after = s;
             if (st == NULL || strcmp(st, "applied") == 0)
                 continue;
+            if (head == 0 && json_is_integer(json_object_get(j, "head")))
+                head = (uint64_t)json_integer_value(json_object_get(j, "head"));
             if (head == 0 && (rc = bridge_head(e, &head, err)) != 0)
                 break;
             sa_op *op = NULL;

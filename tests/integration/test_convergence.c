@@ -627,13 +627,17 @@ static void start_bridge(int port)
     g_port = et_bridge_start(&g_b, sa_pgh_conninfo(g_h), g_data, port, NULL);
 }
 
-/* The bridge's WAL head (GET /healthz); -1 when it does not answer. */
+/* The bridge's WAL head (GET /healthz, whose 503 — an unhealthy part, e.g.
+ * the applier retrying after deadlocks — still names it); -1 when it does
+ * not answer. */
 static long long bridge_head(void)
 {
     long status = 0;
     json_t *j = et_http_get(g_port, "/healthz", NULL, &status);
     json_t *h = json_object_get(j, "head");
-    long long v = status == 200 && json_is_integer(h) ? (long long)json_integer_value(h) : -1;
+    long long v = (status == 200 || status == 503) && json_is_integer(h)
+                      ? (long long)json_integer_value(h)
+                      : -1;
     json_decref(j);
     return v;
 }

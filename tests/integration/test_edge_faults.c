@@ -613,7 +613,9 @@ static long long healthz(const char *field)
 {
     long st = 0;
     json_t *j = et_http_get(g_port, "/healthz", NULL, &st);
-    long long v = st == 200 ? (long long)json_integer_value(json_object_get(j, field)) : -1;
+    json_t *f = json_object_get(j, field); /* a 503 (an unhealthy part) still names it */
+    long long v =
+        (st == 200 || st == 503) && json_is_integer(f) ? (long long)json_integer_value(f) : -1;
     json_decref(j);
     return v;
 }
