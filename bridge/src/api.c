@@ -226,17 +226,24 @@ static void peer_clear(api_peer *p)
     p->ntables = 0;
 }
 
-/* Look the token up in PostgreSQL into p (a->mu held). */
-static int peer_fetch(api *a, const char *token, api_peer *p, sa_err *err)
+/* The shared PostgreSQL connection, (re)connected if it is not up (a->mu
+ * held): 1 when usable. */
+static int api_pg(api *a)
 {
     if (a->pg == NULL || PQstatus(a->pg) != CONNECTION_OK) {
         if (a->pg != NULL)
             PQfinish(a->pg);
         a->pg = PQconnectdb(a->opt.pg);
-        if (PQstatus(a->pg) != CONNECTION_OK)
-            return sa_err_set(err, SA_EPG, "cannot reach PostgreSQL to check a token: %s",
-                              PQerrorMessage(a->pg));
     }
+    return PQstatus(a->pg) == CONNECTION_OK;
+}
+
+/* Look the token up in PostgreSQL into p (a->mu held). */
+static int peer_fetch(api *a, const char *token, api_peer *p, sa_err *err)
+{
+    if (!api_pg(a))
+        return sa_err_set(err, SA_EPG, "cannot reach PostgreSQL to check a token: %s",
+                          PQerrorMessage(a->pg));
     const char *params[1] = {token};
     PGresult *res = PQexecParams(
         a->pg,
@@ -824,12 +831,7 @@ static json_t *table_schema(api *a, const char *table)
     const char *params[2] = {nsp, dot + 1};
     json_t *out = NULL;
     pthread_mutex_lock(&a->mu);
-    if (a->pg == NULL || PQstatus(a->pg) != CONNECTION_OK) {
-        if (a->pg != NULL)
-            PQfinish(a->pg);
-        a->pg = PQconnectdb(a->opt.pg);
-    }
-    if (PQstatus(a->pg) == CONNECTION_OK) {
+    if (api_pg(a)) {
         PGresult *r = PQexecParams(
             a->pg,
             "SELECT a.attname, a.atttypid, "
@@ -1184,12 +1186,7 @@ static void conflicts_now(api *a, http_req *r, api_peer *peer, uint64_t epoch, c
     json_t *list = json_array();
     int failed = 0;
     pthread_mutex_lock(&a->mu);
-    if (a->pg == NULL || PQstatus(a->pg) != CONNECTION_OK) {
-        if (a->pg != NULL)
-            PQfinish(a->pg);
-        a->pg = PQconnectdb(a->opt.pg);
-    }
-    PGresult *res = PQstatus(a->pg) == CONNECTION_OK
+    PGresult *res = api_pg(a)
                         ? PQexecParams(a->pg,
                                        "SELECT id, resolution FROM softadastra.conflicts "
                                        "WHERE origin = $1 AND epoch = $2::bigint "
@@ -1441,24 +1438,22 @@ static void route_healthz(api *a, http_req *r)
     api_view v;
     view_get(a, &v);
     json_t *j = json_object(), *parts = json_object();
-    const char *why = NULL;
+    int bad = -1; /* the first failing part names the reason */
     for (int p = 0; p < METRICS_NPARTS; p++) {
         json_t *o = json_object();
         json_object_set_new(o, "ok", json_boolean(v.state[p] == 1));
         if (v.state[p] != 1) {
             json_object_set_new(o, "reason", json_string(v.reason[p]));
-            if (why == NULL)
-                why = metrics_part_name((metrics_part)p);
+            if (bad < 0)
+                bad = p;
         }
         json_object_set_new(parts, metrics_part_name((metrics_part)p), o);
     }
     json_object_set_new(j, "status", json_string(v.healthy ? "ok" : "failing"));
-    if (why != NULL) {
+    if (bad >= 0) {
         char reason[400];
-        int p = 0;
-        while (p < METRICS_NPARTS && strcmp(metrics_part_name((metrics_part)p), why) != 0)
-            p++;
-        snprintf(reason, sizeof reason, "%s: %s", why, v.reason[p]);
+        snprintf(reason, sizeof reason, "%s: %s", metrics_part_name((metrics_part)bad),
+                 v.reason[bad]);
         json_object_set_new(j, "reason", json_string(reason));
     }
     json_object_set_new(j, "parts", parts);
